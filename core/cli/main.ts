@@ -1,0 +1,222 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createApiKey, createCampaign, createOrganization } from '../admin.ts';
+import { parseNodeConfig, type NodeConfig } from '../config.ts';
+import { DataDirBusyError } from '../db/embedded.ts';
+import { migrate } from '../db/migrate.ts';
+import { PreciseError } from '../errors.ts';
+import type { KeyKind, KeyScope } from '../keys.ts';
+import { startStack } from '../stack.ts';
+import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
+import { withCliDatabase } from './database.ts';
+
+/** Where a command writes; tests pass their own. */
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: Record<string, string | undefined>;
+  /** Resolves when the process is asked to stop (SIGINT/SIGTERM); `start` waits on it. */
+  stopSignal: () => Promise<string>;
+}
+
+const USAGE = `precise: the Precise event backend
+
+usage: precise <command> [options] [--json]
+
+  start                                  run the whole stack (database, HTTP, jobs)
+  migrate                                apply supabase/migrations
+  org create --name NAME [--kind data_owner|media_buyer|both] [--properties JSON]
+  key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
+                                         prints the key once; only its hash is stored
+  campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
+  jobs run NAME                          run a scheduled job once (${JOBS.map((job) => job.name).join(', ')})
+
+  --json                                 machine-readable output
+Configuration comes from the environment: DATABASE_URL (else the embedded PGlite under
+PRECISE_DATA_DIR, default .data), PORT (default 8787), PRECISE_PG_PORT, PRECISE_JOBS.`;
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  name: { type: 'string' },
+  kind: { type: 'string' },
+  org: { type: 'string' },
+  scopes: { type: 'string' },
+  status: { type: 'string' },
+  properties: { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+interface Context {
+  flags: Flags;
+  config: NodeConfig;
+  io: CliIo;
+  /** Prints a result: JSON as is with --json, else the human line. */
+  print: (value: unknown, human: string) => void;
+}
+
+type Command = (context: Context, positionals: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  start: runStart,
+  migrate: runMigrate,
+  'org create': runOrgCreate,
+  'key create': runKeyCreate,
+  'campaign create': runCampaignCreate,
+  'jobs run': runJob,
+};
+
+export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
+  let json = argv.includes('--json');
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    const flags = values as Flags;
+    json = flags.json ?? false;
+    const commandName = [positionals.slice(0, 2).join(' '), positionals[0] ?? ''].find((name) => name in COMMANDS);
+    if (flags.help || positionals.length === 0 || positionals[0] === 'help') {
+      io.out(USAGE);
+      return positionals.length === 0 && !flags.help ? 2 : 0;
+    }
+    if (!commandName) {
+      throw new PreciseError('invalid_argument', `unknown command "${positionals.join(' ')}" (see precise --help)`);
+    }
+    const context: Context = {
+      flags,
+      config: parseNodeConfig(io.env),
+      io,
+      print: (value, human) => io.out(json ? JSON.stringify(value, null, 2) : human),
+    };
+    return await COMMANDS[commandName]!(context, positionals.slice(commandName.split(' ').length));
+  } catch (error) {
+    return reportError(error, json, io);
+  }
+}
+
+function reportError(error: unknown, json: boolean, io: CliIo): number {
+  let preciseError: PreciseError;
+  if (error instanceof PreciseError) preciseError = error;
+  else if (error instanceof DataDirBusyError) preciseError = new PreciseError('conflict', error.message);
+  else if (error instanceof Error && (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    preciseError = new PreciseError('invalid_argument', error.message);
+  } else preciseError = new PreciseError('internal', error instanceof Error ? error.message : String(error));
+  io.err(json ? JSON.stringify(preciseError.toBody()) : `precise: ${preciseError.message}`);
+  return preciseError.code === 'invalid_argument' ? 2 : 1;
+}
+
+function required(flags: Flags, name: keyof Flags): string {
+  const value = flags[name];
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new PreciseError('invalid_argument', `--${name} is required`, { field: name });
+  }
+  return value;
+}
+
+function jsonObject(flags: Flags, name: 'properties'): Record<string, unknown> | undefined {
+  const text = flags[name];
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new PreciseError('invalid_argument', `--${name} is not valid JSON: ${(error as Error).message}`, {
+      field: name,
+    });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new PreciseError('invalid_argument', `--${name} must be a JSON object`, { field: name });
+  }
+  return value as Record<string, unknown>;
+}
+
+async function runStart({ config, io }: Context): Promise<number> {
+  const stack = await startStack(config, (line) => io.out(line));
+  io.out(`precise is running: ${stack.httpUrl}  (Ctrl-C to stop)`);
+  const signal = await io.stopSignal();
+  io.out(`${signal}: stopping`);
+  await stack.stop();
+  io.out('stopped');
+  return 0;
+}
+
+async function runMigrate(context: Context): Promise<number> {
+  const report = await withCliDatabase(context.config, (db) => migrate(db));
+  context.print(
+    report,
+    `${report.applied.length} migration(s) applied${report.applied.length ? `: ${report.applied.join(', ')}` : ''}; ` +
+      `${report.skipped.length} already applied`,
+  );
+  return 0;
+}
+
+async function runOrgCreate(context: Context): Promise<number> {
+  const { flags } = context;
+  const org = await withCliDatabase(context.config, (db) =>
+    createOrganization(db, { name: required(flags, 'name'), kind: flags.kind, properties: jsonObject(flags, 'properties') }),
+  );
+  context.print(org, `organization ${org.id} (${org.name}, ${org.kind})`);
+  return 0;
+}
+
+async function runKeyCreate(context: Context): Promise<number> {
+  const { flags } = context;
+  const scopes = flags.scopes
+    ?.split(',')
+    .map((scope) => scope.trim())
+    .filter(Boolean) as KeyScope[] | undefined;
+  const created = await withCliDatabase(context.config, (db) =>
+    createApiKey(db, {
+      orgId: required(flags, 'org'),
+      kind: required(flags, 'kind') as KeyKind,
+      scopes,
+      name: flags.name,
+    }),
+  );
+  context.print(
+    created,
+    `${created.key}\n${created.kind} key ${created.id}${created.scopes.length ? ` [${created.scopes.join(', ')}]` : ''}: ` +
+      'store it now, it is not shown again',
+  );
+  return 0;
+}
+
+async function runCampaignCreate(context: Context): Promise<number> {
+  const { flags } = context;
+  const campaign = await withCliDatabase(context.config, (db) =>
+    createCampaign(db, {
+      orgId: required(flags, 'org'),
+      name: required(flags, 'name'),
+      status: flags.status,
+      properties: jsonObject(flags, 'properties'),
+    }),
+  );
+  context.print(campaign, `campaign ${campaign.id} (${campaign.name}, ${campaign.status})`);
+  return 0;
+}
+
+async function runJob(context: Context, positionals: string[]): Promise<number> {
+  const name = positionals[0];
+  const job = name ? findJob(name) : undefined;
+  if (!job) {
+    throw new PreciseError('invalid_argument', `jobs run needs a job name: ${JOBS.map((j) => j.name).join(', ')}`, {
+      field: 'name',
+    });
+  }
+  const started = performance.now();
+  const result = await withCliDatabase(context.config, (db) => job.run(db, {}));
+  const ms = Math.round(performance.now() - started);
+  context.print({ job: job.name, ms, result }, `${job.name}: done in ${ms} ms ${JSON.stringify(result)}`);
+  return 0;
+}
+
+function processIo(): CliIo {
+  return {
+    out: (text) => process.stdout.write(`${text}\n`),
+    err: (text) => process.stderr.write(`${text}\n`),
+    env: process.env,
+    stopSignal: () =>
+      new Promise((resolve) => {
+        process.once('SIGINT', () => resolve('SIGINT'));
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+      }),
+  };
+}

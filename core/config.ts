@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { PreciseError } from './errors.ts';
+
+/**
+ * Node-side configuration, parsed once from the environment. Anything wrong stops start-up
+ * with a message naming the variable, instead of failing later in a request.
+ */
+const NodeEnvSchema = z.object({
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  HOST: z.string().default('127.0.0.1'),
+  /** Where the embedded PGlite database and the stack's state file live. */
+  PRECISE_DATA_DIR: z.string().default('.data'),
+  /** Port of the embedded database's Postgres socket (psql, wrangler dev and the CLI use it). */
+  PRECISE_PG_PORT: z.coerce.number().int().min(0).max(65535).default(54329),
+  /** Run the pg-boss scheduler inside `precise start`. */
+  PRECISE_JOBS: z.enum(['on', 'off']).default('on'),
+});
+
+export type NodeConfig = z.infer<typeof NodeEnvSchema>;
+
+export function parseNodeConfig(env: Record<string, string | undefined> = process.env): NodeConfig {
+  const parsed = NodeEnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.join('.');
+    throw new PreciseError('config_invalid', `${field}: ${issue.message}`, { field });
+  }
+  return parsed.data;
+}

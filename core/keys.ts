@@ -1,0 +1,48 @@
+/**
+ * API keys. A key is `<prefix>_<32 base62 chars>` (190 random bits), shown once; only its
+ * SHA-256 is stored. Web Crypto only, so the same code runs in Workers and on Node.
+ */
+export type KeyKind = 'publishable' | 'secret' | 'postback';
+export type KeyScope = 'ingest' | 'read' | 'admin';
+
+export const KEY_PREFIX: Record<KeyKind, string> = { publishable: 'pk', secret: 'sk', postback: 'pb' };
+export const KEY_SCOPES: readonly KeyScope[] = ['ingest', 'read', 'admin'];
+
+const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const KEY_BODY_LENGTH = 32;
+
+export function generateKey(kind: KeyKind): string {
+  // Rejection sampling keeps every character uniform (256 is not a multiple of 62).
+  const body: string[] = [];
+  while (body.length < KEY_BODY_LENGTH) {
+    for (const byte of crypto.getRandomValues(new Uint8Array(48))) {
+      if (byte < 248 && body.length < KEY_BODY_LENGTH) body.push(ALPHABET[byte % 62]!);
+    }
+  }
+  return `${KEY_PREFIX[kind]}_${body.join('')}`;
+}
+
+export async function hashKey(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(key));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** What people see to tell keys apart: the kind prefix and the first 5 characters. */
+export function displayPrefix(key: string): string {
+  return key.slice(0, key.indexOf('_') + 6);
+}
+
+/** The kind a key claims by its prefix, or null when it is not a Precise key at all. */
+export function kindOfKey(key: string): KeyKind | null {
+  const match = /^(pk|sk|pb)_[0-9A-Za-z]{32}$/.exec(key);
+  if (!match) return null;
+  return (Object.entries(KEY_PREFIX).find(([, prefix]) => prefix === match[1])?.[0] as KeyKind) ?? null;
+}
+
+/** Constant-time equality of two equal-length hex digests. */
+export function digestsEqual(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i += 1) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}

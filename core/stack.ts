@@ -1,0 +1,75 @@
+import type { NodeConfig } from './config.ts';
+import { openEmbeddedPglite, lockDataDir, servePglite } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { openPostgres } from './db/postgres.ts';
+import type { Database } from './db/port.ts';
+import { startHttpServer } from '../functions/node.ts';
+import { startScheduler, type Scheduler } from '../scheduled/scheduler.ts';
+
+/**
+ * The whole local stack in one process: the database (DATABASE_URL, or the embedded PGlite
+ * under the data dir, served on a Postgres socket), migrations, the HTTP server and the
+ * pg-boss scheduler. `stop()` takes it down in reverse order.
+ */
+export interface RunningStack {
+  httpUrl: string;
+  databaseUrl: string;
+  embedded: boolean;
+  db: Database;
+  stop(): Promise<void>;
+}
+
+export async function startStack(config: NodeConfig, log: (line: string) => void): Promise<RunningStack> {
+  const stops: Array<() => Promise<unknown>> = [];
+  const stop = async () => {
+    for (const step of stops.reverse()) await step().catch((error) => log(`stop: ${String(error)}`));
+  };
+
+  try {
+    let databaseUrl: string;
+    const embedded = !config.DATABASE_URL;
+    let lock: Awaited<ReturnType<typeof lockDataDir>> | undefined;
+    if (config.DATABASE_URL) {
+      databaseUrl = config.DATABASE_URL;
+      const migrator = openPostgres({ connectionString: databaseUrl, max: 1, applicationName: 'precise-migrate' });
+      stops.push(() => migrator.close());
+      logMigration(await migrate(migrator), log);
+    } else {
+      lock = await lockDataDir(config.PRECISE_DATA_DIR);
+      stops.push(() => lock!.release());
+      const pglite = await openEmbeddedPglite(config.PRECISE_DATA_DIR);
+      stops.push(() => pglite.close());
+      logMigration(await migrate(pglite), log);
+      const socket = await servePglite(pglite.pglite, config.PRECISE_PG_PORT, '127.0.0.1');
+      stops.push(() => socket.stop());
+      databaseUrl = socket.databaseUrl;
+      log(`database: embedded PGlite in ${config.PRECISE_DATA_DIR}, served at ${databaseUrl}`);
+    }
+
+    // Everything in this process reaches the database the way other processes do, so an
+    // embedded PGlite never sees two clients' transactions interleave.
+    const db = openPostgres({ connectionString: databaseUrl, max: 10, applicationName: 'precise-http' });
+    stops.push(() => db.close());
+
+    if (config.PRECISE_JOBS === 'on') {
+      const scheduler: Scheduler = await startScheduler({ connectionString: databaseUrl, db, log });
+      stops.push(() => scheduler.stop());
+      log('jobs: pg-boss scheduler running');
+    }
+
+    const http = await startHttpServer({ db, port: config.PORT, host: config.HOST });
+    stops.push(() => http.close());
+    await lock?.update({ databaseUrl, httpUrl: http.url });
+    log(`http: listening on ${http.url} (GET ${http.url}/healthz)`);
+
+    return { httpUrl: http.url, databaseUrl, embedded, db, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+function logMigration(report: Awaited<ReturnType<typeof migrate>>, log: (line: string) => void) {
+  if (report.bootstrapped) log('database: applied the Supabase compatibility bootstrap');
+  log(`database: ${report.applied.length} migration(s) applied, ${report.skipped.length} already applied`);
+}
