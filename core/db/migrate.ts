@@ -44,19 +44,18 @@ export async function readMigrations(dir = MIGRATIONS_DIR): Promise<MigrationFil
   );
 }
 
-/** Supabase has auth.uid() and its roles; anything else gets the compatibility bootstrap. */
-export async function ensureSupabaseCompat(db: Database): Promise<boolean> {
-  const { rows } = await db.query<{ ready: boolean }>(
+/**
+ * Supabase has auth.uid() and its roles; anything else gets the compatibility bootstrap.
+ * Runs under the migration lock, so two migrators starting together do not both create it.
+ */
+async function ensureSupabaseCompat(tx: TransactionHandle): Promise<boolean> {
+  const { rows } = await tx.query<{ ready: boolean }>(
     `select to_regprocedure('auth.uid()') is not null
         and (select count(*) from pg_catalog.pg_roles where rolname in ('anon', 'authenticated', 'service_role')) = 3
         as ready`,
   );
   if (rows[0]?.ready) return false;
-  const script = await readFile(COMPAT_BOOTSTRAP, 'utf8');
-  await db.transaction(async (tx) => {
-    await tx.query('select pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await tx.exec(script);
-  });
+  await tx.exec(await readFile(COMPAT_BOOTSTRAP, 'utf8'));
   return true;
 }
 
@@ -64,16 +63,22 @@ export async function migrate(
   db: Database,
   options: { dir?: string; onApply?: (migration: MigrationFile) => void } = {},
 ): Promise<MigrationReport> {
-  const bootstrapped = await ensureSupabaseCompat(db);
-  await db.exec(`
-    create schema if not exists supabase_migrations;
-    create table if not exists supabase_migrations.schema_migrations (version text not null primary key);
-    alter table supabase_migrations.schema_migrations add column if not exists statements text[];
-    alter table supabase_migrations.schema_migrations add column if not exists name text;
-  `);
+  const migrations = await readMigrations(options.dir);
+  const bootstrapped = await db.transaction(async (tx) => {
+    await tx.query('select pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    const ran = await ensureSupabaseCompat(tx);
+    // The table as the Supabase CLI creates it.
+    await tx.exec(`
+      create schema if not exists supabase_migrations;
+      create table if not exists supabase_migrations.schema_migrations (version text not null primary key);
+      alter table supabase_migrations.schema_migrations add column if not exists statements text[];
+      alter table supabase_migrations.schema_migrations add column if not exists name text;
+    `);
+    return ran;
+  });
 
   const report: MigrationReport = { applied: [], skipped: [], bootstrapped };
-  for (const migration of await readMigrations(options.dir)) {
+  for (const migration of migrations) {
     const applied = await db.transaction(async (tx) => {
       await tx.query('select pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
       const recorded = await recordedStatements(tx, migration.version);

@@ -1,0 +1,120 @@
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { migrate, MIGRATIONS_DIR } from '../../core/db/migrate.ts';
+import { PreciseError } from '../../core/errors.ts';
+import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
+
+describe(`migrator (${BACKEND})`, () => {
+  let test: TestDatabase;
+  let dir: string;
+
+  beforeEach(async () => {
+    test = await createEmptyDatabase();
+    dir = await mkdtemp(path.join(tmpdir(), 'precise-migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+  });
+  afterEach(async () => {
+    await test.drop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const files = async () => (await readdir(dir)).filter((name) => name.endsWith('.sql')).sort();
+  const recorded = async () =>
+    (
+      await test.db.query<{ version: string; name: string; statements: string[] }>(
+        'select version, name, statements from supabase_migrations.schema_migrations order by version',
+      )
+    ).rows;
+
+  it('applies every file in order, records it where Supabase does, and is a no-op on rerun', async () => {
+    const names = await files();
+    const first = await migrate(test.db, { dir });
+    expect(first.applied).toEqual(names.map((name) => name.slice(0, 14)));
+    const rows = await recorded();
+    expect(rows.map((row) => `${row.version}_${row.name}.sql`)).toEqual(names);
+    expect(rows.every((row) => row.statements.length > 3)).toBe(true);
+
+    const tablesBefore = await test.db.query<{ n: number }>(`select count(*)::int as n from pg_tables where schemaname = 'public'`);
+    const second = await migrate(test.db, { dir });
+    expect(second.applied).toEqual([]);
+    expect(second.skipped).toEqual(first.applied);
+    expect(second.bootstrapped).toBe(false);
+    const tablesAfter = await test.db.query<{ n: number }>(`select count(*)::int as n from pg_tables where schemaname = 'public'`);
+    expect(tablesAfter.rows[0]!.n).toBe(tablesBefore.rows[0]!.n);
+  });
+
+  it('refuses to continue when an applied file has changed, and applies nothing after it', async () => {
+    await migrate(test.db, { dir });
+    const [firstFile] = await files();
+    const original = await readFile(path.join(dir, firstFile!), 'utf8');
+    await writeFile(path.join(dir, firstFile!), original.replace('check (length(btrim(name)) between 1 and 200)', 'check (length(name) < 500)'));
+    await writeFile(path.join(dir, '29991231000000_later.sql'), 'create table public.later (id int);');
+
+    const error = await migrate(test.db, { dir }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PreciseError);
+    expect((error as PreciseError).code).toBe('migration_changed');
+    expect((error as PreciseError).message).toContain(firstFile);
+    const later = await test.db.query(`select to_regclass('public.later') as t`);
+    expect(later.rows[0]).toEqual({ t: null });
+  });
+
+  it('accepts an applied file whose comments or blank lines changed', async () => {
+    await migrate(test.db, { dir });
+    const [firstFile] = await files();
+    const original = await readFile(path.join(dir, firstFile!), 'utf8');
+    await writeFile(path.join(dir, firstFile!), `-- reviewed again\n\n${original.replaceAll('\n\n', '\n\n\n')}`);
+    expect((await migrate(test.db, { dir })).applied).toEqual([]);
+  });
+
+  it('applies a new file alone, and rolls a failing file back whole', async () => {
+    await migrate(test.db, { dir });
+    await writeFile(
+      path.join(dir, '29991231000000_bad.sql'),
+      'create table public.half_done (id int);\nselect * from public.no_such_table;',
+    );
+    await expect(migrate(test.db, { dir })).rejects.toThrow(/no_such_table/);
+    const half = await test.db.query(`select to_regclass('public.half_done') as t`);
+    expect(half.rows[0]).toEqual({ t: null });
+    expect((await recorded()).map((row) => row.version)).not.toContain('29991231000000');
+
+    await writeFile(path.join(dir, '29991231000000_bad.sql'), 'create table public.half_done (id int);');
+    expect((await migrate(test.db, { dir })).applied).toEqual(['29991231000000']);
+  });
+
+  it('refuses a file not named YYYYMMDDHHMMSS_name.sql', async () => {
+    await writeFile(path.join(dir, 'add_things.sql'), 'select 1;');
+    await expect(migrate(test.db, { dir })).rejects.toMatchObject({ code: 'migration_bad_name' });
+  });
+
+  it('lets two migrators race: each file is applied once', async () => {
+    const [a, b] = await Promise.all([migrate(test.db, { dir }), migrate(test.db, { dir })]);
+    expect([...a.applied, ...b.applied].sort()).toEqual((await files()).map((name) => name.slice(0, 14)));
+    expect(await recorded()).toHaveLength((await files()).length);
+  });
+
+  it('leaves an existing Supabase auth schema alone', async () => {
+    // What a Supabase database already has: auth.users and its own auth.uid().
+    const supabaseUser = '11111111-1111-4111-8111-111111111111';
+    await test.db.exec(`
+      create schema auth;
+      create table auth.users (id uuid primary key, email text, raw_user_meta_data jsonb default '{}');
+      create function auth.uid() returns uuid language sql stable as $$ select '${supabaseUser}'::uuid $$;
+    `);
+    // the roles are cluster-wide on Postgres; on PGlite create them as Supabase has them
+    await test.db.exec(`
+      do $$ begin
+        if not exists (select 1 from pg_roles where rolname = 'anon') then create role anon nologin; end if;
+        if not exists (select 1 from pg_roles where rolname = 'authenticated') then create role authenticated nologin; end if;
+        if not exists (select 1 from pg_roles where rolname = 'service_role') then create role service_role nologin bypassrls; end if;
+      end $$;
+    `);
+    const report = await migrate(test.db, { dir });
+    expect(report.bootstrapped).toBe(false);
+    expect(report.applied.length).toBe((await files()).length);
+    const uid = await test.db.query<{ uid: string }>('select auth.uid() as uid');
+    expect(uid.rows[0]!.uid).toBe(supabaseUser);
+    expect((await test.db.query(`select to_regprocedure('auth.role()') as f`)).rows[0]).toEqual({ f: null });
+  });
+});
