@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../functions/app.ts';
+import { openPostgres } from '../../core/db/postgres.ts';
+import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+
+describe(`HTTP app (${BACKEND})`, () => {
+  let test: TestDatabase;
+  beforeAll(async () => {
+    test = await createTestDatabase();
+  });
+  afterAll(() => test?.drop());
+
+  it('answers /healthz with 200 when the database answers', async () => {
+    const app = createApp({ database: () => test.db });
+    const response = await app.request('/healthz');
+    expect(response.status).toBe(200);
+    const body = await response.json();
+    expect(body).toMatchObject({ status: 'ok', database: { ok: true } });
+    expect(typeof body.database.latency_ms).toBe('number');
+    expect(response.headers.get('x-request-id')).toBeTruthy();
+  });
+
+  it('answers /healthz with 503 when the database does not, without leaking why', async () => {
+    // A real connection attempt to a port where nothing listens.
+    const unreachable = openPostgres({ connectionString: 'postgres://postgres@127.0.0.1:1/postgres' });
+    const app = createApp({ database: () => unreachable });
+    const errors: unknown[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => errors.push(args);
+    try {
+      const response = await app.request('/healthz');
+      expect(response.status).toBe(503);
+      const text = await response.text();
+      expect(JSON.parse(text)).toEqual({ status: 'unavailable', database: { ok: false } });
+      expect(text).not.toContain('127.0.0.1');
+      expect(errors.length).toBe(1);
+    } finally {
+      console.error = original;
+      await unreachable.close();
+    }
+  });
+
+  it('answers an unknown route with the JSON error body', async () => {
+    const app = createApp({ database: () => test.db });
+    const response = await app.request('/v1/nope', { headers: { 'x-request-id': 'req-123' } });
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({
+      error: { code: 'not_found', message: 'no route for GET /v1/nope', details: {}, request_id: 'req-123' },
+    });
+  });
+});

@@ -1,0 +1,131 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
+import { main } from '../../core/cli/main.ts';
+
+const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.url));
+
+interface Started {
+  child: ChildProcess;
+  httpUrl: string;
+  databaseUrl?: string;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** `precise start` as a real child process, the way `npm start` runs it. */
+async function startPrecise(env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, [PRECISE, 'start'], {
+    env: { ...process.env, PORT: '0', PRECISE_PG_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const running = /precise is running: (http:\/\/\S+)/.exec(output);
+    if (running) {
+      const socket = /served at (postgres:\/\/\S+)/.exec(output);
+      return { child, httpUrl: running[1]!, databaseUrl: socket?.[1], output: () => output, exited };
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`precise start did not come up:\n${output}`);
+}
+
+describe(`npm start (${BACKEND})`, () => {
+  let dataDir: string;
+  let database: TestDatabase | undefined;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'precise-start-'));
+    env = { PRECISE_DATA_DIR: dataDir };
+    if (BACKEND === 'postgres') {
+      database = await createEmptyDatabase();
+      env.DATABASE_URL = database.url!;
+    } else {
+      env.DATABASE_URL = '';
+    }
+  });
+  afterAll(async () => {
+    await database?.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('comes up healthy, serves the CLI and psql, stops cleanly on SIGTERM and finds its data again', async () => {
+    const started = performance.now();
+    const first = await startPrecise(env);
+    const health = await fetch(`${first.httpUrl}/healthz`);
+    const bootSeconds = (performance.now() - started) / 1000;
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', database: { ok: true } });
+    expect(bootSeconds).toBeLessThan(60);
+
+    if (BACKEND === 'pglite') {
+      // The embedded database is reachable by any Postgres client at the printed URL.
+      expect(first.databaseUrl).toMatch(/^postgres:\/\/postgres:postgres@127\.0\.0\.1:\d+\/postgres/);
+      const client = new pg.Client({ connectionString: first.databaseUrl });
+      await client.connect();
+      const tables = await client.query(`select count(*)::int as n from pg_tables where schemaname = 'public'`);
+      expect(tables.rows[0].n).toBeGreaterThan(13);
+      await client.end();
+    }
+
+    // The CLI works while the stack runs: on PGlite it goes through the running stack's socket.
+    const out: string[] = [];
+    const code = await main(['org', 'create', '--name', 'Survives Restarts', '--json'], {
+      out: (text) => out.push(text),
+      err: (text) => out.push(text),
+      env,
+      stopSignal: () => new Promise(() => {}),
+    });
+    expect(code).toBe(0);
+    const orgId = JSON.parse(out.join('')).id as string;
+
+    // pg-boss ran the partition upkeep job at start
+    await expect.poll(() => first.output(), { timeout: 20_000 }).toMatch(/jobs: partition-upkeep done/);
+
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    expect(first.output()).toMatch(/SIGTERM: stopping\s+stopped/);
+    expect(existsSync(path.join(dataDir, 'stack.json'))).toBe(false);
+
+    const second = await startPrecise(env);
+    try {
+      expect((await fetch(`${second.httpUrl}/healthz`)).status).toBe(200);
+      expect(second.output()).toMatch(/0 migration\(s\) applied/);
+      const url = second.databaseUrl ?? env.DATABASE_URL!;
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const found = await client.query('select name from organizations where id = $1', [orgId]);
+      await client.end();
+      expect(found.rows).toEqual([{ name: 'Survives Restarts' }]);
+    } finally {
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    }
+  });
+
+  it('refuses a bad configuration with the variable named', async () => {
+    const child = spawn(process.execPath, [PRECISE, 'start'], {
+      env: { ...process.env, ...env, PORT: 'eighty' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/PORT: /);
+  });
+});
