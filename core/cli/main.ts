@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createApiKey, createCampaign, createOrganization } from '../admin.ts';
 import { parseNodeConfig, type NodeConfig } from '../config.ts';
@@ -8,6 +10,8 @@ import type { KeyKind, KeyScope } from '../keys.ts';
 import { startStack } from '../stack.ts';
 import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
 import { withCliDatabase } from './database.ts';
+
+const SEED_FILE = fileURLToPath(new URL('../../supabase/seed.sql', import.meta.url));
 
 /** Where a command writes; tests pass their own. */
 export interface CliIo {
@@ -28,6 +32,7 @@ usage: precise <command> [options] [--json]
   key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
                                          prints the key once; only its hash is stored
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
+  seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs run NAME                          run a scheduled job once (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
@@ -64,6 +69,7 @@ const COMMANDS: Record<string, Command> = {
   'key create': runKeyCreate,
   'campaign create': runCampaignCreate,
   'jobs run': runJob,
+  seed: runSeed,
 };
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
@@ -190,6 +196,26 @@ async function runCampaignCreate(context: Context): Promise<number> {
     }),
   );
   context.print(campaign, `campaign ${campaign.id} (${campaign.name}, ${campaign.status})`);
+  return 0;
+}
+
+async function runSeed(context: Context): Promise<number> {
+  const counts = await withCliDatabase(context.config, async (db) => {
+    await db.transaction(async (tx) => {
+      await tx.query(`select set_config('precise.actor', 'cli:seed', true)`);
+      await tx.exec(await readFile(SEED_FILE, 'utf8'));
+    });
+    const { rows } = await db.query<{ organizations: number; campaigns: number; data_assets: number }>(
+      `select (select count(*) from organizations)::int as organizations,
+              (select count(*) from campaigns)::int as campaigns,
+              (select count(*) from data_assets)::int as data_assets`,
+    );
+    return rows[0]!;
+  });
+  context.print(
+    counts,
+    `demo data loaded: ${counts.organizations} organizations, ${counts.campaigns} campaigns, ${counts.data_assets} data assets`,
+  );
   return 0;
 }
 

@@ -109,6 +109,25 @@ describe(`precise CLI (${BACKEND})`, () => {
     expect(help.out).toContain('key create --org ORG_ID');
   });
 
+  it('loads the demo data, and loading it again changes nothing', async () => {
+    const first = await cli.run('seed', '--json');
+    expect(first.code).toBe(0);
+    const second = await cli.run('seed', '--json');
+    expect(second.json).toEqual(first.json);
+    const demo = await cli.inspect(async (db) =>
+      (
+        await db.query<{ budget: number; threshold: number; creatives: number; grants: number }>(
+          `select (c.properties ->> 'budget')::int as budget,
+                  (c.properties ->> 'creative_fatigue_threshold')::int as threshold,
+                  jsonb_array_length(c.properties -> 'creatives') as creatives,
+                  (select count(*)::int from permissions where grantee_id = c.org_id) as grants
+           from campaigns c where c.name = 'Winter Sale 2026'`,
+        )
+      ).rows,
+    );
+    expect(demo).toEqual([{ budget: 50000, threshold: 2000000, creatives: 2, grants: 1 }]);
+  });
+
   it('runs a job once', async () => {
     const result = await cli.run('jobs', 'run', 'partition-upkeep', '--json');
     expect(result.code).toBe(0);

@@ -14,7 +14,7 @@ describe(`HTTP app (${BACKEND})`, () => {
     const app = createApp({ database: () => test.db });
     const response = await app.request('/healthz');
     expect(response.status).toBe(200);
-    const body = await response.json();
+    const body = (await response.json()) as { database: { latency_ms: unknown } };
     expect(body).toMatchObject({ status: 'ok', database: { ok: true } });
     expect(typeof body.database.latency_ms).toBe('number');
     expect(response.headers.get('x-request-id')).toBeTruthy();
