@@ -19,6 +19,18 @@ const NodeEnvSchema = z.object({
   PRECISE_PG_PORT: z.coerce.number().int().min(0).max(65535).default(54329),
   /** Run the pg-boss scheduler inside `precise start`. */
   PRECISE_JOBS: z.enum(['on', 'off']).default('on'),
+  /** Secret for the daily IP hash. Unset: a random one per process (hashes then differ across restarts). */
+  IP_HASH_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Behind a reverse proxy: take the client IP from the first x-forwarded-for entry. */
+  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  /** Group commit: a write starts at this many events ... */
+  INGEST_MAX_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
+  /** ... or this many ms after the first waiting event */
+  INGEST_MAX_WAIT_MS: z.coerce.number().int().min(0).max(1000).default(2),
+  /** events allowed to wait before requests get 503 */
+  INGEST_MAX_PENDING: z.coerce.number().int().min(1).default(50_000),
+  /** writes in flight at once */
+  INGEST_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
 });
 
 export type NodeConfig = z.infer<typeof NodeEnvSchema>;

@@ -1,14 +1,38 @@
-import type { Database } from '../core/db/port.ts';
+import type { Context } from 'hono';
+import type { ResolvedKey, KeyCache } from '../core/auth.ts';
+import type { EventSink } from '../core/ingest/batch.ts';
+import type { QueueMessage } from './sinks/queue.ts';
 
-/** Bindings of the Worker (wrangler.toml); on Node the same names come from process.env. */
+/** Bindings of the Worker (wrangler.toml, secrets in .dev.vars); Node passes none. */
 export interface Bindings {
   HYPERDRIVE?: { connectionString: string };
   DATABASE_URL?: string;
+  EVENTS_QUEUE?: Queue<QueueMessage>;
+  /** 'queue' (default on Workers): Cloudflare Queue; 'direct': write in the request */
+  INGEST_SINK?: string;
+  /** 'hyperdrive' (default) or 'supabase' (supabase-js rpc with the service-role key) */
+  DB_DRIVER?: string;
+  SUPABASE_URL?: string;
+  SUPABASE_SERVICE_ROLE_KEY?: string;
+  IP_HASH_SECRET?: string;
+}
+
+/** What the routes need, built once per process (Node) or per isolate (Workers). */
+export interface Services {
+  /** Resolves when the database answers. */
+  ping(): Promise<void>;
+  keys: KeyCache;
+  sink: EventSink;
+  /** Secret for the daily IP hash; never logged. */
+  ipHashSecret: string;
+  /** The caller's IP as the runtime sees it (never stored raw). */
+  clientIp(c: Context<AppEnv>): string | undefined;
 }
 
 export interface Variables {
   requestId: string;
-  db: Database;
+  services: Services;
+  key: ResolvedKey;
 }
 
 export interface AppEnv {

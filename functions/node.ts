@@ -1,15 +1,58 @@
 import { serve, type ServerType } from '@hono/node-server';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
+import { KeyCache, sqlKeyStore } from '../core/auth.ts';
+import type { NodeConfig } from '../core/config.ts';
 import type { Database } from '../core/db/port.ts';
+import { sqlEventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
+import type { AppEnv, Services } from './env.ts';
+import { GroupCommitSink } from './sinks/group-commit.ts';
 
-/** The Node entry: the same Hono app, served by @hono/node-server on one shared pool. */
+/** The Node entry: the same Hono app, served by @hono/node-server, writing through group commit. */
 export interface HttpServer {
   url: string;
+  services: Services;
   close(): Promise<void>;
 }
 
-export async function startHttpServer(options: { db: Database; port: number; host: string }): Promise<HttpServer> {
-  const app = createApp({ database: () => options.db });
+type IngestConfig = Pick<
+  NodeConfig,
+  'IP_HASH_SECRET' | 'TRUST_PROXY' | 'INGEST_MAX_BATCH' | 'INGEST_MAX_WAIT_MS' | 'INGEST_MAX_PENDING' | 'INGEST_CONCURRENCY'
+>;
+
+export function nodeServices(db: Database, config: IngestConfig): Services {
+  const ipHashSecret = config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID();
+  return {
+    ping: async () => void (await db.query('select 1')),
+    keys: new KeyCache(sqlKeyStore(db)),
+    sink: new GroupCommitSink(sqlEventWriter(db), {
+      maxBatchEvents: config.INGEST_MAX_BATCH,
+      maxWaitMs: config.INGEST_MAX_WAIT_MS,
+      maxPendingEvents: config.INGEST_MAX_PENDING,
+      concurrency: config.INGEST_CONCURRENCY,
+    }),
+    ipHashSecret,
+    clientIp: (c: Context<AppEnv>) => {
+      if (config.TRUST_PROXY === 'true') {
+        const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+        if (forwarded) return forwarded;
+      }
+      try {
+        return getConnInfo(c).remote.address;
+      } catch {
+        return undefined; // app.request() in tests has no socket
+      }
+    },
+  };
+}
+
+export async function startHttpServer(options: {
+  services: Services;
+  port: number;
+  host: string;
+}): Promise<HttpServer> {
+  const app = createApp({ services: () => options.services });
   const server = await new Promise<ServerType>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, () => resolve(s));
     s.once('error', reject);
@@ -18,11 +61,16 @@ export async function startHttpServer(options: { db: Database; port: number; hos
   const port = typeof address === 'object' && address ? address.port : options.port;
   return {
     url: `http://${options.host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    services: options.services,
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
-        // Keep-alive connections would hold close() open; end them.
-        if ('closeAllConnections' in server) server.closeAllConnections();
-      }),
+        // Idle keep-alive connections would hold close() open; requests in flight get 5 s.
+        if ('closeIdleConnections' in server) server.closeIdleConnections();
+        setTimeout(() => 'closeAllConnections' in server && server.closeAllConnections(), 5_000).unref();
+      });
+      // What was accepted is written before the pool closes.
+      await options.services.sink.close?.();
+    },
   };
 }

@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createApiKey, createCampaign, createOrganization } from '../admin.ts';
+import { assertUuid, createApiKey, createCampaign, createOrganization } from '../admin.ts';
+import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../ingest/replay.ts';
+import { progressBar } from './progress.ts';
 import { parseNodeConfig, type NodeConfig } from '../config.ts';
 import { DataDirBusyError } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
@@ -32,6 +34,10 @@ usage: precise <command> [options] [--json]
   key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
                                          prints the key once; only its hash is stored
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
+  failed list [--org ORG_ID] [--id ID] [--all] [--limit N]
+                                         refused events not yet replayed (--all: every one)
+  failed replay [--org ORG_ID] [--id ID] [--limit N]
+                                         replay them through validation and dedup
   seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs run NAME                          run a scheduled job once (${JOBS.map((job) => job.name).join(', ')})
 
@@ -48,6 +54,9 @@ const OPTIONS = {
   scopes: { type: 'string' },
   status: { type: 'string' },
   properties: { type: 'string' },
+  id: { type: 'string' },
+  limit: { type: 'string' },
+  all: { type: 'boolean' },
 } satisfies ParseArgsConfig['options'];
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -70,6 +79,8 @@ const COMMANDS: Record<string, Command> = {
   'campaign create': runCampaignCreate,
   'jobs run': runJob,
   seed: runSeed,
+  'failed list': runFailedList,
+  'failed replay': runFailedReplay,
 };
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
@@ -217,6 +228,48 @@ async function runSeed(context: Context): Promise<number> {
     `demo data loaded: ${counts.organizations} organizations, ${counts.campaigns} campaigns, ${counts.data_assets} data assets`,
   );
   return 0;
+}
+
+function failedFilter(flags: Flags): FailedEventFilter {
+  if (flags.org) assertUuid(flags.org, 'org');
+  if (flags.id) assertUuid(flags.id, 'id');
+  let limit: number | undefined;
+  if (flags.limit !== undefined) {
+    limit = Number(flags.limit);
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new PreciseError('invalid_argument', '--limit must be a positive integer', { field: 'limit' });
+    }
+  }
+  return { orgId: flags.org, ids: flags.id ? [flags.id] : undefined, all: flags.all, limit };
+}
+
+async function runFailedList(context: Context): Promise<number> {
+  const rows = await withCliDatabase(context.config, (db) => listFailedEvents(db, failedFilter(context.flags)));
+  const human =
+    rows.length === 0
+      ? 'no failed events'
+      : rows
+          .map(
+            (row) =>
+              `${row.id}  ${row.received_at.toISOString()}  ${row.source}  ${row.reason_code}` +
+              `${row.field ? ` (${row.field})` : ''}: ${row.reason}` +
+              (row.replay_count > 0 ? `  [replayed ${row.replay_count}x]` : ''),
+          )
+          .join('\n');
+  context.print(rows, human);
+  return 0;
+}
+
+async function runFailedReplay(context: Context): Promise<number> {
+  const progress = progressBar('replay', (line) => context.io.err(line));
+  const summary = await withCliDatabase(context.config, (db) =>
+    replayFailedEvents(db, failedFilter(context.flags), ({ done, total }) => progress(done, total)),
+  );
+  context.print(
+    summary,
+    `replayed ${summary.replayed}: ${summary.stored} stored, ${summary.duplicates} already stored, ${summary.refused} still refused`,
+  );
+  return summary.refused > 0 ? 1 : 0;
 }
 
 async function runJob(context: Context, positionals: string[]): Promise<number> {

@@ -1,0 +1,122 @@
+import Bowser from 'bowser';
+import { isbot } from 'isbot';
+import { withoutIdentifiers, type EventContext } from './canonical.ts';
+
+/**
+ * Enrichment at the edge, once per request: geo from Cloudflare's request.cf, device from the
+ * user agent (bowser), a bot flag from isbot's crawler list (flag, never drop), the IP never
+ * kept raw (truncated to its network, and hashed with a salt that changes every UTC day so
+ * hashes cannot be joined across days), consent from Sec-GPC, DNT and a `consent` parameter,
+ * and an anonymous mode that drops identifiers.
+ */
+export interface RequestFacts {
+  source: string;
+  userAgent?: string | null;
+  ip?: string | null;
+  /** Cloudflare's request.cf, when running on Workers */
+  cf?: { country?: unknown; region?: unknown; city?: unknown; colo?: unknown; asn?: unknown } | null;
+  headers: { get(name: string): string | null };
+  /** the request's `consent` parameter */
+  consent?: string | null;
+  /** the request's `anon` parameter (pixels cannot set headers) */
+  anonymousParam?: string | null;
+  keyId?: string;
+  now: Date;
+}
+
+export async function enrichRequest(facts: RequestFacts, ipHashSecret: string): Promise<EventContext> {
+  const anonymous = isTruthy(facts.headers.get('x-precise-anonymous')) || isTruthy(facts.anonymousParam ?? null);
+  const gpc = facts.headers.get('sec-gpc')?.trim() === '1';
+  const dnt = facts.headers.get('dnt')?.trim() === '1';
+  const param = facts.consent === 'granted' || facts.consent === 'denied' ? facts.consent : undefined;
+  const limited = gpc || dnt || param === 'denied';
+
+  const userAgent = facts.userAgent ?? '';
+  const bot = userAgent.length > 0 && isbot(userAgent);
+  const context: EventContext = {
+    source: facts.source,
+    geo: geoFromCf(facts.cf),
+    device: describeDevice(userAgent, bot, anonymous),
+    bot,
+    consent: { gpc, dnt, ...(param ? { param } : {}), limited },
+    ...(anonymous ? { anonymous: true } : {}),
+    ...(facts.keyId ? { key_id: facts.keyId } : {}),
+  };
+  if (facts.ip && !limited && !anonymous) {
+    context.ip = { truncated: truncateIp(facts.ip), hash: await hashIp(facts.ip, ipHashSecret, facts.now) };
+  }
+  return limited || anonymous ? withoutIdentifiers(context) : context;
+}
+
+function isTruthy(value: string | null): boolean {
+  return value !== null && ['1', 'true', 'yes', 'on'].includes(value.trim().toLowerCase());
+}
+
+function geoFromCf(cf: RequestFacts['cf']): EventContext['geo'] {
+  if (!cf) return undefined;
+  const text = (value: unknown) => (typeof value === 'string' && value.length > 0 ? value : undefined);
+  const geo = {
+    country: text(cf.country),
+    region: text(cf.region),
+    city: text(cf.city),
+    colo: text(cf.colo),
+    asn: typeof cf.asn === 'number' ? cf.asn : undefined,
+  };
+  return Object.values(geo).some((value) => value !== undefined) ? geo : undefined;
+}
+
+function describeDevice(userAgent: string, bot: boolean, anonymous: boolean): NonNullable<EventContext['device']> {
+  if (!userAgent) return { type: 'unknown' };
+  if (bot) return { type: 'bot' };
+  const parsed = Bowser.parse(userAgent);
+  const type = parsed.platform.type || 'unknown';
+  if (anonymous) return { type };
+  return {
+    type,
+    ...(parsed.browser.name ? { browser: parsed.browser.name } : {}),
+    ...(parsed.browser.version ? { browser_version: parsed.browser.version } : {}),
+    ...(parsed.os.name ? { os: parsed.os.name } : {}),
+    ...(parsed.os.version ? { os_version: parsed.os.version } : {}),
+  };
+}
+
+/** IPv4 to its /24, IPv6 to its /48: enough for rough geo and abuse analysis, not a person. */
+export function truncateIp(ip: string): string | undefined {
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/i.exec(ip.trim());
+  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0`;
+  const groups = expandIpv6(ip.trim());
+  if (!groups) return undefined;
+  return `${groups.slice(0, 3).map((group) => group.replace(/^0+(?=.)/, '')).join(':')}::`;
+}
+
+function expandIpv6(ip: string): string[] | null {
+  if (!/^[0-9a-f:]+$/i.test(ip) || !ip.includes(':')) return null;
+  const [head, tail, ...rest] = ip.split('::');
+  if (rest.length > 0) return null;
+  const left = head ? head.split(':') : [];
+  const right = tail !== undefined ? (tail ? tail.split(':') : []) : [];
+  const missing = 8 - left.length - right.length;
+  if (tail === undefined ? left.length !== 8 : missing < 1) return null;
+  const groups = [...left, ...Array(tail === undefined ? 0 : missing).fill('0'), ...right];
+  return groups.every((group) => /^[0-9a-f]{1,4}$/i.test(group)) ? groups.map((g) => g.toLowerCase()) : null;
+}
+
+/** HMAC-SHA256 of the IP, keyed by the secret and the UTC day: stable within a day, unlinkable across days. */
+export async function hashIp(ip: string, secret: string, now: Date): Promise<string> {
+  const key = await dailyKey(secret, now.toISOString().slice(0, 10));
+  const mac = await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(ip.trim().toLowerCase()));
+  return [...new Uint8Array(mac).slice(0, 16)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// One imported HMAC key per secret and day, instead of one per request.
+let cachedKey: { id: string; key: Promise<CryptoKey> } | undefined;
+function dailyKey(secret: string, day: string): Promise<CryptoKey> {
+  const id = `${secret}:${day}`;
+  if (cachedKey?.id !== id) {
+    const key = crypto.subtle.importKey('raw', new TextEncoder().encode(id), { name: 'HMAC', hash: 'SHA-256' }, false, [
+      'sign',
+    ]);
+    cachedKey = { id, key };
+  }
+  return cachedKey.key;
+}

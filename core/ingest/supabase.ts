@@ -1,0 +1,41 @@
+import { createClient, type SupabaseClient } from '@supabase/supabase-js';
+import type { KeyStore, ResolvedKey } from '../auth.ts';
+import { PreciseError } from '../errors.ts';
+import type { IngestBatch } from './batch.ts';
+import { parseIngestResult, type EventWriter } from './writer.ts';
+
+/**
+ * The Supabase write path from the edge: supabase-js `rpc` with the service-role key, calling
+ * the same SQL functions as the Postgres path (public.ingest_events, public.resolve_api_key).
+ */
+export function supabaseServiceClient(url: string, serviceRoleKey: string): SupabaseClient {
+  return createClient(url, serviceRoleKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+  });
+}
+
+export function supabaseEventWriter(client: SupabaseClient): EventWriter {
+  return {
+    async write(batch: IngestBatch) {
+      const { data, error } = await client.rpc('ingest_events', { p_batch: batch });
+      if (error) throw new PreciseError('unavailable', `supabase rpc ingest_events failed: ${error.message}`);
+      return parseIngestResult(data);
+    },
+  };
+}
+
+export function supabaseKeyStore(client: SupabaseClient): KeyStore {
+  return {
+    async findByHash(hash) {
+      const { data, error } = await client.rpc('resolve_api_key', { p_key_hash: hash });
+      if (error) throw new PreciseError('unavailable', `supabase rpc resolve_api_key failed: ${error.message}`);
+      return ((data as Array<ResolvedKey & { key_hash: string }>)[0] ?? null);
+    },
+  };
+}
+
+/** Health through the same path: a lookup of a hash no key has. */
+export async function pingSupabase(client: SupabaseClient): Promise<void> {
+  const { error } = await client.rpc('resolve_api_key', { p_key_hash: '0'.repeat(64) });
+  if (error) throw new Error(error.message);
+}
