@@ -18,7 +18,7 @@ export function supabaseEventWriter(client: SupabaseClient): EventWriter {
   return {
     async write(batch: IngestBatch) {
       const { data, error } = await client.rpc('ingest_events', { p_batch: batch });
-      if (error) throw new PreciseError('unavailable', `supabase rpc ingest_events failed: ${error.message}`);
+      if (error) throw unavailable('ingest_events', error.message);
       return parseIngestResult(data);
     },
   };
@@ -28,7 +28,7 @@ export function supabaseKeyStore(client: SupabaseClient): KeyStore {
   return {
     async findByHash(hash) {
       const { data, error } = await client.rpc('resolve_api_key', { p_key_hash: hash });
-      if (error) throw new PreciseError('unavailable', `supabase rpc resolve_api_key failed: ${error.message}`);
+      if (error) throw unavailable('resolve_api_key', error.message);
       return ((data as Array<ResolvedKey & { key_hash: string }>)[0] ?? null);
     },
   };
@@ -38,4 +38,10 @@ export function supabaseKeyStore(client: SupabaseClient): KeyStore {
 export async function pingSupabase(client: SupabaseClient): Promise<void> {
   const { error } = await client.rpc('resolve_api_key', { p_key_hash: '0'.repeat(64) });
   if (error) throw new Error(error.message);
+}
+
+/** The cause goes to the operator's log; the caller learns only that it may retry. */
+function unavailable(fn: string, cause: string): PreciseError {
+  console.error(`supabase rpc ${fn} failed: ${cause}`);
+  return new PreciseError('unavailable', 'the event store is unavailable; retry shortly', { retry_after_seconds: 1 });
 }

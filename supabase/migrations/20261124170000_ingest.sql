@@ -67,6 +67,7 @@ $$;
 -- Callers send each key once per batch (the writers dedup a batch before sending).
 -- A row the database refuses (it passed the edge's validation but not a constraint) does not
 -- sink its batch: the batch is retried row by row and the refused row goes to failed_events.
+-- Any other error fails the call, and the caller answers 503 (nothing is acknowledged).
 create function public.ingest_events(p_batch jsonb)
 returns jsonb
 language plpgsql
@@ -95,7 +96,9 @@ begin
       begin
         v_inserted := v_inserted || array(
           select k.org_id::text || ' ' || k.event_id from private.insert_events(jsonb_build_array(v_row)) k);
-      exception when others then
+      -- Only a problem of the row itself (bad data, a constraint) is the row's fault; anything
+      -- else (permissions, a lost connection) fails the whole call so the sender retries.
+      exception when data_exception or integrity_constraint_violation then
         v_failed := v_failed || ((v_row ->> 'org_id') || ' ' || (v_row ->> 'event_id'));
         v_failed_reasons := v_failed_reasons
           || jsonb_build_array(jsonb_build_array(v_row ->> 'org_id', v_row ->> 'event_id', sqlerrm));
@@ -135,6 +138,7 @@ end
 $$;
 
 revoke all on function private.insert_events(jsonb) from public;
+grant execute on function private.insert_events(jsonb) to service_role;
 revoke all on function public.ingest_events(jsonb) from public, anon, authenticated;
 grant execute on function public.ingest_events(jsonb) to service_role;
 

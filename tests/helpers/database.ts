@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migrate } from '../../core/db/migrate.ts';
+import { servePglite } from '../../core/db/embedded.ts';
 import { openPglite } from '../../core/db/pglite.ts';
 import { openPostgres } from '../../core/db/postgres.ts';
 import type { Database, TransactionHandle } from '../../core/db/port.ts';
@@ -15,13 +16,30 @@ export interface TestDatabase {
   db: Database;
   /** A postgres:// URL of this database (postgres backend only). */
   url?: string;
+  /**
+   * A postgres:// URL other clients (the CLI, a child process) can use: the server's on
+   * Postgres; on PGlite the in-memory database served through pglite-socket, as `npm start` does.
+   * Do not query through both at the same moment on PGlite.
+   */
+  connectionUrl(): Promise<string>;
   drop(): Promise<void>;
 }
 
 export async function createEmptyDatabase(): Promise<TestDatabase> {
   if (BACKEND === 'pglite') {
     const db = await openPglite();
-    return { db, drop: () => db.close() };
+    let socket: Awaited<ReturnType<typeof servePglite>> | undefined;
+    return {
+      db,
+      async connectionUrl() {
+        socket ??= await servePglite(db.pglite, 0);
+        return socket.databaseUrl;
+      },
+      drop: async () => {
+        await socket?.stop();
+        await db.close();
+      },
+    };
   }
   const server = new URL(process.env.DATABASE_URL!);
   const name = `precise_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
@@ -35,6 +53,7 @@ export async function createEmptyDatabase(): Promise<TestDatabase> {
   return {
     db,
     url: url.toString(),
+    connectionUrl: async () => url.toString(),
     drop: async () => {
       await db.close();
       const cleanup = new pg.Client({ connectionString: server.toString() });

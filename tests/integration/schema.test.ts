@@ -19,6 +19,8 @@ const SEED_TABLES = [
   'api_keys',
   'failed_events',
 ];
+// Beyond the seed: ingestion's dedup ledger for sender-chosen event ids.
+const ALL_TABLES = [...SEED_TABLES, 'event_ids'];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = SEED_TABLES.filter((table) => !['events', 'audit_log'].includes(table));
 
@@ -42,7 +44,7 @@ describe(`schema (${BACKEND})`, () => {
       `select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
        where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition`,
     );
-    expect(rows.map((row) => row.name).sort()).toEqual([...SEED_TABLES].sort());
+    expect(rows.map((row) => row.name).sort()).toEqual([...ALL_TABLES].sort());
   });
 
   it('gives every entity a JSONB properties object and timestamps', async () => {
