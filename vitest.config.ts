@@ -1,13 +1,48 @@
+import { cloudflareTest } from '@cloudflare/vitest-plugin';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-// Node tests: unit and integration. The database backend is PGlite unless DATABASE_URL
-// points at a Postgres server, where each test file gets a fresh database of its own.
+// Two projects. node: unit and integration tests on Node. workers: the Worker entry inside
+// workerd (Miniflare), with its queue and a Hyperdrive binding to the same real database.
+// The database backend is PGlite unless DATABASE_URL points at a Postgres server, where each
+// test file (and the workers project) gets a fresh database of its own.
 export default defineConfig({
   test: {
-    include: ['tests/unit/**/*.test.ts', 'tests/integration/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    pool: 'forks',
-    reporters: ['default'],
+    projects: [
+      {
+        test: {
+          name: 'node',
+          include: ['tests/unit/**/*.test.ts', 'tests/integration/**/*.test.ts'],
+          pool: 'forks',
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              hyperdrives: { HYPERDRIVE: inject('databaseUrl') },
+              bindings: {
+                IP_HASH_SECRET: 'workerd-test-secret-0123456789',
+                TEST_DATABASE_URL: inject('databaseUrl'),
+                TEST_ORG_ID: inject('orgId'),
+                TEST_PUBLISHABLE_KEY: inject('publishableKey'),
+                TEST_INGEST_KEY: inject('ingestKey'),
+              },
+            },
+          })),
+        ],
+        // pg picks its Workers socket (pg-cloudflare) by the `workerd` export condition, which
+        // the test runner's module loader does not apply to pg's require(); point it there.
+        resolve: { alias: { 'pg-cloudflare': fileURLToPath(new URL('./node_modules/pg-cloudflare/dist/index.js', import.meta.url)) } },
+        test: {
+          name: 'workers',
+          include: ['tests/workers/**/*.test.ts'],
+          globalSetup: ['tests/workers/global-setup.ts'],
+        },
+      },
+    ],
   },
 });

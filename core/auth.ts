@@ -22,13 +22,21 @@ export interface KeyStore {
 export function sqlKeyStore(db: Queryable): KeyStore {
   return {
     async findByHash(hash) {
-      const { rows } = await db.query<ResolvedKey & { key_hash: string }>('select * from public.resolve_api_key($1)', [hash]);
+      // scopes as JSON: every driver parses it, without loading array type metadata first
+      const { rows } = await db.query<ResolvedKey & { key_hash: string }>(
+        'select id, org_id, kind, to_jsonb(scopes) as scopes, key_hash from public.resolve_api_key($1)',
+        [hash],
+      );
       return rows[0] ?? null;
     },
   };
 }
 
+export type KeyCacheEntries = Map<string, { value: ResolvedKey | null; expires: number }>;
+
 export interface KeyCacheOptions {
+  /** Share entries between caches (the Worker makes a cache per request over one isolate-wide map). */
+  entries?: KeyCacheEntries;
   ttlMs?: number;
   negativeTtlMs?: number;
   maxEntries?: number;
@@ -36,7 +44,7 @@ export interface KeyCacheOptions {
 }
 
 export class KeyCache {
-  private readonly entries = new Map<string, { value: ResolvedKey | null; expires: number }>();
+  private readonly entries: KeyCacheEntries;
   private readonly store: KeyStore;
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
@@ -45,6 +53,7 @@ export class KeyCache {
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
     this.store = store;
+    this.entries = options.entries ?? new Map();
     this.ttlMs = options.ttlMs ?? 60_000;
     this.negativeTtlMs = options.negativeTtlMs ?? 10_000;
     this.maxEntries = options.maxEntries ?? 10_000;

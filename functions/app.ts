@@ -9,7 +9,7 @@ import { healthRoutes } from './routes/health.ts';
 import { pixelRoutes } from './routes/pixel.ts';
 
 export interface AppOptions {
-  /** The services of a request's environment (built once and reused by the caller). */
+  /** The services of a request: shared on Node, per request on Workers (I/O cannot cross requests). */
   services: (env: Bindings) => Services;
 }
 
@@ -19,8 +19,17 @@ export function createApp(options: AppOptions) {
 
   app.use(requestId({ headerName: 'x-request-id' }));
   app.use(async (c, next) => {
-    c.set('services', options.services(c.env ?? {}));
-    await next();
+    const services = options.services(c.env ?? {});
+    c.set('services', services);
+    try {
+      await next();
+    } finally {
+      if (services.release) {
+        const released = services.release().catch((error) => console.error('release failed:', error));
+        if (hasExecutionContext(c)) c.executionCtx.waitUntil(released);
+        else await released;
+      }
+    }
   });
 
   app.route('/healthz', healthRoutes);
@@ -39,6 +48,15 @@ export function createApp(options: AppOptions) {
   });
 
   return app;
+}
+
+/** Hono throws when asked for the execution context outside Workers. */
+function hasExecutionContext(c: { executionCtx: unknown }): boolean {
+  try {
+    return Boolean(c.executionCtx);
+  } catch {
+    return false;
+  }
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -27,6 +27,8 @@ export interface Services {
   ipHashSecret: string;
   /** The caller's IP as the runtime sees it (never stored raw). */
   clientIp(c: Context<AppEnv>): string | undefined;
+  /** Releases per-request resources (a Worker's database connection) after the response. */
+  release?(): Promise<void>;
 }
 
 export interface Variables {

@@ -11,6 +11,11 @@ import type { QueueMessage } from './sinks/queue.ts';
 export const RETRY_BASE_SECONDS = 2;
 export const RETRY_MAX_SECONDS = 300;
 
+/** Exponential backoff: 2 s after the first attempt, doubling, at most 5 minutes. */
+export function retryDelaySeconds(attempts: number): number {
+  return Math.min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** Math.max(0, attempts - 1));
+}
+
 export async function consumeEventQueue(batch: MessageBatch<QueueMessage>, writer: EventWriter): Promise<void> {
   if (batch.messages.length === 0) return;
   const deadLetters = batch.queue.endsWith('-dlq');
@@ -20,10 +25,7 @@ export async function consumeEventQueue(batch: MessageBatch<QueueMessage>, write
     batch.ackAll();
   } catch (error) {
     console.error(`queue ${batch.queue}: write of ${batch.messages.length} messages failed:`, error);
-    for (const message of batch.messages) {
-      const delaySeconds = Math.min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (message.attempts - 1));
-      message.retry({ delaySeconds });
-    }
+    for (const message of batch.messages) message.retry({ delaySeconds: retryDelaySeconds(message.attempts) });
   }
 }
 

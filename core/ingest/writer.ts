@@ -37,7 +37,9 @@ export function parseIngestResult(raw: RawResult): IngestResult {
 export function sqlEventWriter(db: Queryable): EventWriter {
   return {
     async write(batch) {
-      const { rows } = await db.query<{ result: RawResult }>('select public.ingest_events($1::jsonb) as result', [
+      // Sent as text and cast: drivers that learn the parameter is jsonb would encode the
+      // JSON string a second time.
+      const { rows } = await db.query<{ result: RawResult }>('select public.ingest_events($1::text::jsonb) as result', [
         JSON.stringify(batch),
       ]);
       return parseIngestResult(rows[0]!.result);

@@ -49,6 +49,8 @@ export async function createEmptyDatabase(): Promise<TestDatabase> {
   await admin.end();
   const url = new URL(server.toString());
   url.pathname = `/${name}`;
+  // Hyperdrive (and Miniflare's) insist on a password; trust auth ignores it.
+  if (!url.password) url.password = 'postgres';
   const db = openPostgres({ connectionString: url.toString(), max: 5, applicationName: 'precise-test' });
   return {
     db,
