@@ -92,7 +92,7 @@ export async function createApiKey(
     });
   }
   const key = generateKey(input.kind);
-  const keyHash = await hashKey(key);
+  const keyHash = hashKey(key);
   return asActor(db, actor, async (tx) => {
     await assertOrganizationExists(tx, input.orgId);
     const { rows } = await tx.query<Omit<CreatedKey, 'key'>>(

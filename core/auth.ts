@@ -50,6 +50,8 @@ export class KeyCache {
   private readonly negativeTtlMs: number;
   private readonly maxEntries: number;
   private readonly now: () => number;
+  /** Lookups under way, so that a burst of requests with a new key costs one query, not hundreds. */
+  private readonly pending = new Map<string, Promise<ResolvedKey | null>>();
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
     this.store = store;
@@ -63,10 +65,19 @@ export class KeyCache {
   /** The key's record, or null when it is not a live key of this deployment. */
   async resolve(key: string): Promise<ResolvedKey | null> {
     if (!kindOfKey(key)) return null;
-    const hash = await hashKey(key);
+    const hash = hashKey(key);
     const cached = this.entries.get(hash);
     if (cached && cached.expires > this.now()) return cached.value;
 
+    let lookup = this.pending.get(hash);
+    if (!lookup) {
+      lookup = this.lookup(hash).finally(() => this.pending.delete(hash));
+      this.pending.set(hash, lookup);
+    }
+    return lookup;
+  }
+
+  private async lookup(hash: string): Promise<ResolvedKey | null> {
     const row = await this.store.findByHash(hash);
     const value =
       row && digestsEqual(row.key_hash, hash)

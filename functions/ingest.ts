@@ -6,7 +6,7 @@ import { failureRecord, type EventOutcome, type FailureRecord } from '../core/in
 import type { AppEnv } from './env.ts';
 
 /** The shared middle of every ingestion route: enrich once, validate and normalise each event. */
-export async function requestContext(c: Context<AppEnv>, source: string): Promise<EventContext> {
+export function requestContext(c: Context<AppEnv>, source: string): EventContext {
   const services = c.get('services');
   return enrichRequest(
     {

@@ -27,7 +27,7 @@ eventsRoutes.post(
     const normalised = normaliseInputs(events, {
       orgId: c.get('key').org_id,
       source: 'batch',
-      context: await requestContext(c, 'batch'),
+      context: requestContext(c, 'batch'),
       receivedAt: new Date(),
       payloadFormat: 'json',
       rawOf: (index) => JSON.stringify(events[index]),

@@ -40,7 +40,7 @@ pixelRoutes.get('/', async (c) => {
     const normalised = normaliseInputs([pixelInput(params)], {
       orgId: key.org_id,
       source: 'pixel',
-      context: await requestContext(c, 'pixel'),
+      context: requestContext(c, 'pixel'),
       receivedAt,
       payloadFormat: 'query',
       rawOf: () => params.toString(),
@@ -78,7 +78,7 @@ pixelRoutes.post(
       {
         orgId: key.org_id,
         source: 'beacon',
-        context: await requestContext(c, 'beacon'),
+        context: requestContext(c, 'beacon'),
         receivedAt: new Date(),
         payloadFormat: 'json',
         rawOf: (index) => JSON.stringify(inputs[index]),

@@ -63,7 +63,7 @@ export async function seedTenant(db: Database, name: string): Promise<Tenant> {
   );
   const keyId = await one(
     `insert into api_keys (org_id, kind, prefix, key_hash, scopes) values ($1, 'secret', 'sk_test', $2, '{read}') returning id`,
-    [orgId, await hashKey(generateKey('secret'))],
+    [orgId, hashKey(generateKey('secret'))],
   );
   const failedEventId = await one(
     `insert into failed_events (org_id, source, reason_code, reason, payload) values ($1, 'pixel', 'bad_value', 'v is not a number', 'v=abc') returning id`,

@@ -47,7 +47,7 @@ describe(`precise CLI (${BACKEND})`, () => {
       const trail = await db.query<{ whole: string }>(`select row_to_json(a)::text as whole from audit_log a where table_name = 'api_keys'`);
       return { ...row.rows[0]!, trail: trail.rows.map((r) => r.whole).join('\n') };
     });
-    expect(stored.key_hash).toBe(await hashKey(key));
+    expect(stored.key_hash).toBe(hashKey(key));
     expect(stored.whole).not.toContain(key.slice(3));
     expect(stored.trail).toContain(id);
     expect(stored.trail).not.toContain(key.slice(3));
