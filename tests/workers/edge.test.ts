@@ -45,6 +45,15 @@ describe('the Worker in workerd', () => {
     expect(row!.whole).not.toContain('198.51.100.99');
   });
 
+  it('takes geo from request.cf', async () => {
+    const response = await request(`/v1/px?key=${env.TEST_PUBLISHABLE_KEY}&eid=wk-geo`, {
+      headers: { 'user-agent': CHROME },
+      cf: { country: 'NP', region: 'Bagmati Province', city: 'Kathmandu', colo: 'KTM', asn: 17501 },
+    } as RequestInit);
+    expect(response.status).toBe(200);
+    expect((await eventRow('wk-geo'))!.context.geo).toEqual({ country: 'NP', region: 'Bagmati Province', city: 'Kathmandu', colo: 'KTM', asn: 17501 });
+  });
+
   it('flags a bot and honours GPC and anonymous mode', async () => {
     await request(`/v1/px?key=${env.TEST_PUBLISHABLE_KEY}&eid=wk-bot`, { headers: { 'user-agent': 'curl/8.5.0', 'cf-connecting-ip': '203.0.113.5' } });
     await request(`/v1/px?key=${env.TEST_PUBLISHABLE_KEY}&eid=wk-gpc&uid=u-2`, { headers: { 'sec-gpc': '1', 'cf-connecting-ip': '203.0.113.6' } });
