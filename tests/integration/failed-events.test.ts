@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { canonicalEvent } from '../helpers/events.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../core/cli/main.ts';
 import type { CanonicalEvent } from '../../core/events/canonical.ts';
@@ -14,25 +15,16 @@ describe(`failed events: stored, listed, replayed (${BACKEND})`, () => {
   });
   afterAll(() => h?.close());
 
-  const canonical = (id: string, overrides: Partial<CanonicalEvent> = {}): CanonicalEvent => ({
-    org_id: h.orgId,
-    event_id: id,
-    id_source: 'client',
-    type: 'impression',
-    occurred_at: new Date(Date.now() - 3_600_000).toISOString(),
-    received_at: new Date(Date.now() - 3_500_000).toISOString(),
-    campaign_id: null,
-    creative_id: 'crv-1',
-    asset_ids: [],
-    user_key: null,
-    click_id: null,
-    value: null,
-    currency: null,
-    status: null,
-    properties: { n: 1 },
-    context: { source: 'batch' },
-    ...overrides,
-  });
+  const canonical = (id: string, overrides: Partial<CanonicalEvent> = {}) =>
+    canonicalEvent(h.orgId, id, {
+      id_source: 'client',
+      occurred_at: new Date(Date.now() - 3_600_000).toISOString(),
+      received_at: new Date(Date.now() - 3_500_000).toISOString(),
+      creative_id: 'crv-1',
+      properties: { n: 1 },
+      context: { source: 'batch' },
+      ...overrides,
+    });
 
   const cli = async (...argv: string[]) => {
     const out: string[] = [];

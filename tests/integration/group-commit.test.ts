@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalEvent } from '../helpers/events.ts';
 import { createOrganization } from '../../core/admin.ts';
-import type { CanonicalEvent } from '../../core/events/canonical.ts';
 import type { IngestBatch } from '../../core/ingest/batch.ts';
 import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
 import { PreciseError } from '../../core/errors.ts';
@@ -19,24 +19,7 @@ function counted(writer: EventWriter) {
 describe(`group commit (${BACKEND})`, () => {
   let test: TestDatabase;
   let orgId: string;
-  const event = (id: string): CanonicalEvent => ({
-    org_id: orgId,
-    event_id: id,
-    id_source: 'client',
-    type: 'impression',
-    occurred_at: new Date().toISOString(),
-    received_at: new Date().toISOString(),
-    campaign_id: null,
-    creative_id: null,
-    asset_ids: [],
-    user_key: null,
-    click_id: null,
-    value: null,
-    currency: null,
-    status: null,
-    properties: {},
-    context: { source: 'test' },
-  });
+  const event = (id: string) => canonicalEvent(orgId, id, { id_source: 'client' });
   const stored = async (prefix: string) =>
     (await test.db.query<{ n: number }>(`select count(*)::int as n from events where event_id like $1`, [`${prefix}%`])).rows[0]!.n;
 

@@ -1,26 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { CanonicalEvent } from '../../core/events/canonical.ts';
+import { canonicalEvent } from '../helpers/events.ts';
 import { PreciseError } from '../../core/errors.ts';
 import { queueSink, toMessages, type QueueMessage } from '../../functions/sinks/queue.ts';
 
-const event = (id: string, blob = ''): CanonicalEvent => ({
-  org_id: '0b000000-0000-4000-8000-000000000001',
-  event_id: id,
-  id_source: 'edge',
-  type: 'impression',
-  occurred_at: '2026-11-24T10:00:00.000Z',
-  received_at: '2026-11-24T10:00:00.000Z',
-  campaign_id: null,
-  creative_id: null,
-  asset_ids: [],
-  user_key: null,
-  click_id: null,
-  value: null,
-  currency: null,
-  status: null,
-  properties: blob ? { blob } : {},
-  context: { source: 'batch' },
-});
+const event = (id: string, blob = '') =>
+  canonicalEvent('0b000000-0000-4000-8000-000000000001', id, { properties: blob ? { blob } : {}, context: { source: 'batch' } });
 
 describe('queue sink', () => {
   it('packs events into messages within the Queue limits', () => {

@@ -1,4 +1,5 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from 'cloudflare:test';
+import { canonicalEvent } from '../helpers/events.ts';
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
@@ -104,24 +105,7 @@ describe('the Worker in workerd', () => {
     expect(big.status).toBe(413);
   });
 
-  const canonical = (id: string): CanonicalEvent => ({
-    org_id: env.TEST_ORG_ID,
-    event_id: id,
-    id_source: 'edge',
-    type: 'impression',
-    occurred_at: new Date().toISOString(),
-    received_at: new Date().toISOString(),
-    campaign_id: null,
-    creative_id: 'crv-q',
-    asset_ids: [],
-    user_key: null,
-    click_id: null,
-    value: null,
-    currency: null,
-    status: null,
-    properties: {},
-    context: { source: 'pixel' },
-  });
+  const canonical = (id: string) => canonicalEvent(env.TEST_ORG_ID, id, { creative_id: 'crv-q', context: { source: 'pixel' } });
   const delivery = (queue: string, events: CanonicalEvent[][], attempts = 1) =>
     createMessageBatch<QueueMessage>(
       queue,
