@@ -26,6 +26,7 @@ export default defineConfig({
               hyperdrives: { HYPERDRIVE: inject('databaseUrl') },
               bindings: {
                 IP_HASH_SECRET: 'workerd-test-secret-0123456789',
+                PRECISE_SECRET: 'workerd-test-server-secret-0123456789-0123',
                 TEST_DATABASE_URL: inject('databaseUrl'),
                 TEST_ORG_ID: inject('orgId'),
                 TEST_PUBLISHABLE_KEY: inject('publishableKey'),

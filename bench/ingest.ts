@@ -273,7 +273,7 @@ async function workerdRun(pk: string, rowsOf: (campaign: string) => Promise<numb
   log('(f) starting the Worker under wrangler dev (workerd, Miniflare queue, Hyperdrive to the bench database)');
   const child = spawn(
     'npx',
-    ['wrangler', 'dev', '--port', String(port), '--ip', '127.0.0.1', '--var', 'IP_HASH_SECRET:bench-secret-0123456789abcdef', '--log-level', 'error'],
+    ['wrangler', 'dev', '--port', String(port), '--ip', '127.0.0.1', '--var', 'IP_HASH_SECRET:bench-secret-0123456789abcdef', '--var', 'PRECISE_SECRET:bench-server-secret-0123456789-0123456789', '--log-level', 'error'],
     {
       env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE: dbUrl.toString() },
       stdio: ['ignore', 'ignore', 'inherit'],

@@ -25,7 +25,7 @@ const GIF = Buffer.from('R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAE
 
 function preciseApp(sinkOverride?: EventSink) {
   const db = openPostgres({ connectionString: databaseUrl, max: 10, applicationName: `bench-${mode}` });
-  const services = nodeServices(db, config);
+  const services = nodeServices(db, config, 'bench-server-secret-0123456789-0123456789');
   if (sinkOverride) services.sink = sinkOverride;
   return createApp({ services: () => services });
 }

@@ -1,5 +1,6 @@
 import type { Queryable } from './db/port.ts';
 import { digestsEqual, hashKey, kindOfKey, type KeyKind, type KeyScope } from './keys.ts';
+import { TtlCache, type TtlCacheEntries, type TtlCacheOptions } from './ttl-cache.ts';
 
 /**
  * Resolving an API key to its organization. The key is hashed (SHA-256) and looked up by hash;
@@ -32,67 +33,24 @@ export function sqlKeyStore(db: Queryable): KeyStore {
   };
 }
 
-export type KeyCacheEntries = Map<string, { value: ResolvedKey | null; expires: number }>;
-
-export interface KeyCacheOptions {
-  /** Share entries between caches (the Worker makes a cache per request over one isolate-wide map). */
-  entries?: KeyCacheEntries;
-  ttlMs?: number;
-  negativeTtlMs?: number;
-  maxEntries?: number;
-  now?: () => number;
-}
+export type KeyCacheEntries = TtlCacheEntries<ResolvedKey>;
+export type KeyCacheOptions = TtlCacheOptions<ResolvedKey>;
 
 export class KeyCache {
-  private readonly entries: KeyCacheEntries;
-  private readonly store: KeyStore;
-  private readonly ttlMs: number;
-  private readonly negativeTtlMs: number;
-  private readonly maxEntries: number;
-  private readonly now: () => number;
-  /** Lookups under way, so that a burst of requests with a new key costs one query, not hundreds. */
-  private readonly pending = new Map<string, Promise<ResolvedKey | null>>();
+  private readonly cache: TtlCache<ResolvedKey>;
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
-    this.store = store;
-    this.entries = options.entries ?? new Map();
-    this.ttlMs = options.ttlMs ?? 60_000;
-    this.negativeTtlMs = options.negativeTtlMs ?? 10_000;
-    this.maxEntries = options.maxEntries ?? 10_000;
-    this.now = options.now ?? Date.now;
+    this.cache = new TtlCache(async (hash) => {
+      const row = await store.findByHash(hash);
+      return row && digestsEqual(row.key_hash, hash)
+        ? { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes }
+        : null;
+    }, options);
   }
 
   /** The key's record, or null when it is not a live key of this deployment. */
   async resolve(key: string): Promise<ResolvedKey | null> {
     if (!kindOfKey(key)) return null;
-    const hash = hashKey(key);
-    const cached = this.entries.get(hash);
-    if (cached && cached.expires > this.now()) return cached.value;
-
-    let lookup = this.pending.get(hash);
-    if (!lookup) {
-      lookup = this.lookup(hash).finally(() => this.pending.delete(hash));
-      this.pending.set(hash, lookup);
-    }
-    return lookup;
-  }
-
-  private async lookup(hash: string): Promise<ResolvedKey | null> {
-    const row = await this.store.findByHash(hash);
-    const value =
-      row && digestsEqual(row.key_hash, hash)
-        ? { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes }
-        : null;
-    this.remember(hash, value);
-    return value;
-  }
-
-  private remember(hash: string, value: ResolvedKey | null) {
-    this.entries.delete(hash);
-    if (this.entries.size >= this.maxEntries) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      this.entries.delete(this.entries.keys().next().value!);
-    }
-    this.entries.set(hash, { value, expires: this.now() + (value ? this.ttlMs : this.negativeTtlMs) });
+    return this.cache.get(hashKey(key));
   }
 }

@@ -19,6 +19,8 @@ const NodeEnvSchema = z.object({
   PRECISE_PG_PORT: z.coerce.number().int().min(0).max(65535).default(54329),
   /** Run the pg-boss scheduler inside `precise start`. */
   PRECISE_JOBS: z.enum(['on', 'off']).default('on'),
+  /** Server secret from which click-signing and webhook secrets are derived (else kept in the data dir). */
+  PRECISE_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   /** Secret for the daily IP hash. Unset: a random one per process (hashes then differ across restarts). */
   IP_HASH_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Behind a reverse proxy: take the client IP from the first x-forwarded-for entry. */

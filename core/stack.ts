@@ -3,6 +3,7 @@ import { openEmbeddedPglite, lockDataDir, servePglite } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { openPostgres } from './db/postgres.ts';
 import type { Database } from './db/port.ts';
+import { loadServerSecret } from './server-secret.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 import { startScheduler, type Scheduler } from '../scheduled/scheduler.ts';
 
@@ -57,7 +58,8 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
       log('jobs: pg-boss scheduler running');
     }
 
-    const http = await startHttpServer({ services: nodeServices(db, config), port: config.PORT, host: config.HOST });
+    const serverSecret = await loadServerSecret(config);
+    const http = await startHttpServer({ services: nodeServices(db, config, serverSecret), port: config.PORT, host: config.HOST });
     stops.push(() => http.close());
     await lock?.update({ databaseUrl, httpUrl: http.url });
     log(`http: listening on ${http.url} (GET ${http.url}/healthz)`);

@@ -4,6 +4,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { PreciseError } from '../core/errors.ts';
 import type { AppEnv, Bindings, Services } from './env.ts';
 import { toPreciseError } from './errors.ts';
+import { clickRoutes } from './routes/click.ts';
 import { eventsRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { pixelRoutes } from './routes/pixel.ts';
@@ -35,6 +36,7 @@ export function createApp(options: AppOptions) {
   app.route('/healthz', healthRoutes);
   app.route('/v1/px', pixelRoutes);
   app.route('/v1/events', eventsRoutes);
+  app.route('/v1/click', clickRoutes);
 
   app.notFound((c) =>
     c.json(new PreciseError('not_found', `no route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),

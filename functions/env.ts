@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { ResolvedKey, KeyCache } from '../core/auth.ts';
+import type { CampaignCache } from '../core/campaigns.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { QueueMessage } from './sinks/queue.ts';
 
@@ -15,6 +16,8 @@ export interface Bindings {
   SUPABASE_URL?: string;
   SUPABASE_SERVICE_ROLE_KEY?: string;
   IP_HASH_SECRET?: string;
+  /** Server secret: click-signing and webhook secrets are derived from it. */
+  PRECISE_SECRET?: string;
 }
 
 /** What the routes need, built once per process (Node) or per isolate (Workers). */
@@ -22,7 +25,10 @@ export interface Services {
   /** Resolves when the database answers. */
   ping(): Promise<void>;
   keys: KeyCache;
+  campaigns: CampaignCache;
   sink: EventSink;
+  /** Server secret (derives click-signing secrets); never logged. */
+  serverSecret: string;
   /** Secret for the daily IP hash; never logged. */
   ipHashSecret: string;
   /** The caller's IP as the runtime sees it (never stored raw). */

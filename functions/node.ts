@@ -2,6 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
+import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
 import type { NodeConfig } from '../core/config.ts';
 import type { Database } from '../core/db/port.ts';
 import { sqlEventWriter } from '../core/ingest/writer.ts';
@@ -21,11 +22,13 @@ type IngestConfig = Pick<
   'IP_HASH_SECRET' | 'TRUST_PROXY' | 'INGEST_MAX_BATCH' | 'INGEST_MAX_WAIT_MS' | 'INGEST_MAX_PENDING' | 'INGEST_CONCURRENCY'
 >;
 
-export function nodeServices(db: Database, config: IngestConfig): Services {
+export function nodeServices(db: Database, config: IngestConfig, serverSecret: string): Services {
   const ipHashSecret = config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID();
   return {
     ping: async () => void (await db.query('select 1')),
     keys: new KeyCache(sqlKeyStore(db)),
+    campaigns: new CampaignCache(sqlCampaignStore(db)),
+    serverSecret,
     sink: new GroupCommitSink(sqlEventWriter(db), {
       maxBatchEvents: config.INGEST_MAX_BATCH,
       maxWaitMs: config.INGEST_MAX_WAIT_MS,

@@ -1,7 +1,15 @@
 import { KeyCache, sqlKeyStore, type KeyCacheEntries } from '../core/auth.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
 import { PreciseError } from '../core/errors.ts';
-import { pingSupabase, supabaseEventWriter, supabaseKeyStore, supabaseServiceClient } from '../core/ingest/supabase.ts';
+import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
+import {
+  pingSupabase,
+  supabaseCampaignStore,
+  supabaseEventWriter,
+  supabaseKeyStore,
+  supabaseServiceClient,
+} from '../core/ingest/supabase.ts';
+import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
@@ -20,11 +28,13 @@ import { queueSink, type QueueMessage } from './sinks/queue.ts';
 interface EdgeBackend {
   writer: EventWriter;
   keys: KeyCache;
+  campaigns: CampaignCache;
   ping(): Promise<void>;
   release(): Promise<void>;
 }
 
 const keyEntries: KeyCacheEntries = new Map();
+const campaignEntries: TtlCacheEntries<Record<string, unknown>> = new Map();
 
 export function edgeBackend(env: Bindings): EdgeBackend {
   const driver = env.DB_DRIVER ?? 'hyperdrive';
@@ -36,6 +46,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
     return {
       writer: supabaseEventWriter(client),
       keys: new KeyCache(supabaseKeyStore(client), { entries: keyEntries }),
+      campaigns: new CampaignCache(supabaseCampaignStore(client), { entries: campaignEntries }),
       ping: () => pingSupabase(client),
       release: async () => {},
     };
@@ -47,6 +58,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   return {
     writer: sqlEventWriter(db),
     keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
+    campaigns: new CampaignCache(sqlCampaignStore(db), { entries: campaignEntries }),
     ping: async () => void (await db.query('select 1')),
     // Not sql.end(): closing the socket makes postgres.js's Workers socket reject a pending
     // read with no one listening (an unhandled rejection per request). The runtime closes a
@@ -57,11 +69,14 @@ export function edgeBackend(env: Bindings): EdgeBackend {
 
 function edgeServices(env: Bindings): Services {
   if (!env.IP_HASH_SECRET) throw new PreciseError('config_invalid', 'IP_HASH_SECRET is not set (wrangler secret put IP_HASH_SECRET)');
+  if (!env.PRECISE_SECRET) throw new PreciseError('config_invalid', 'PRECISE_SECRET is not set (wrangler secret put PRECISE_SECRET)');
   const backend = edgeBackend(env);
   const useQueue = env.EVENTS_QUEUE && env.INGEST_SINK !== 'direct';
   return {
     ping: backend.ping,
     keys: backend.keys,
+    campaigns: backend.campaigns,
+    serverSecret: env.PRECISE_SECRET,
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,
     clientIp: (c) => c.req.header('cf-connecting-ip') ?? undefined,

@@ -4,6 +4,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { assertUuid, createApiKey, createCampaign, createOrganization } from '../admin.ts';
 import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../ingest/replay.ts';
 import { progressBar } from './progress.ts';
+import { KeyCache, sqlKeyStore } from '../auth.ts';
+import { parseDestination, signClick } from '../click.ts';
+import { deriveSecret } from '../secrets.ts';
+import { loadServerSecret } from '../server-secret.ts';
 import { parseNodeConfig, type NodeConfig } from '../config.ts';
 import { DataDirBusyError } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
@@ -34,6 +38,8 @@ usage: precise <command> [options] [--json]
   key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
                                          prints the key once; only its hash is stored
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
+  click-url --key PK --url URL [--cmp CAMPAIGN_ID] [--crv CREATIVE_ID] [--base BASE_URL]
+                                         a signed click URL (GET /v1/click) for a publishable key
   failed list [--org ORG_ID] [--id ID] [--all] [--limit N]
                                          refused events not yet replayed (--all: every one)
   failed replay [--org ORG_ID] [--id ID] [--limit N]
@@ -57,6 +63,11 @@ const OPTIONS = {
   id: { type: 'string' },
   limit: { type: 'string' },
   all: { type: 'boolean' },
+  key: { type: 'string' },
+  url: { type: 'string' },
+  cmp: { type: 'string' },
+  crv: { type: 'string' },
+  base: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -79,6 +90,7 @@ const COMMANDS: Record<string, Command> = {
   'campaign create': runCampaignCreate,
   'jobs run': runJob,
   seed: runSeed,
+  'click-url': runClickUrl,
   'failed list': runFailedList,
   'failed replay': runFailedReplay,
 };
@@ -117,7 +129,7 @@ function reportError(error: unknown, json: boolean, io: CliIo): number {
     preciseError = new PreciseError('invalid_argument', error.message);
   } else preciseError = new PreciseError('internal', error instanceof Error ? error.message : String(error));
   io.err(json ? JSON.stringify(preciseError.toBody()) : `precise: ${preciseError.message}`);
-  return preciseError.code === 'invalid_argument' ? 2 : 1;
+  return preciseError.code === 'invalid_argument' || preciseError.code === 'validation_failed' ? 2 : 1;
 }
 
 function required(flags: Flags, name: keyof Flags): string {
@@ -227,6 +239,27 @@ async function runSeed(context: Context): Promise<number> {
     counts,
     `demo data loaded: ${counts.organizations} organizations, ${counts.campaigns} campaigns, ${counts.data_assets} data assets`,
   );
+  return 0;
+}
+
+async function runClickUrl(context: Context): Promise<number> {
+  const { flags } = context;
+  const key = required(flags, 'key');
+  const url = required(flags, 'url');
+  parseDestination(url);
+  if (flags.cmp) assertUuid(flags.cmp, 'cmp');
+  const base = flags.base ?? `http://${context.config.HOST}:${context.config.PORT}`;
+  const resolved = await withCliDatabase(context.config, (db) => new KeyCache(sqlKeyStore(db)).resolve(key));
+  if (!resolved || resolved.kind !== 'publishable') {
+    throw new PreciseError('invalid_argument', '--key must be a live publishable key (pk_…) of this deployment', { field: 'key' });
+  }
+  const secret = deriveSecret(await loadServerSecret(context.config), 'click-signing', resolved.id);
+  const params = new URLSearchParams({ key, url });
+  if (flags.cmp) params.set('cmp', flags.cmp);
+  if (flags.crv) params.set('crv', flags.crv);
+  params.set('sig', signClick(secret, url, flags.cmp, flags.crv));
+  const clickUrl = `${base.replace(/\/$/, '')}/v1/click?${params}`;
+  context.print({ url: clickUrl }, clickUrl);
   return 0;
 }
 

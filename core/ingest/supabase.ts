@@ -1,5 +1,6 @@
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { KeyStore, ResolvedKey } from '../auth.ts';
+import type { CampaignStore } from '../campaigns.ts';
 import { PreciseError } from '../errors.ts';
 import type { IngestBatch } from './batch.ts';
 import { parseIngestResult, type EventWriter } from './writer.ts';
@@ -30,6 +31,16 @@ export function supabaseKeyStore(client: SupabaseClient): KeyStore {
       const { data, error } = await client.rpc('resolve_api_key', { p_key_hash: hash });
       if (error) throw unavailable('resolve_api_key', error.message);
       return ((data as Array<ResolvedKey & { key_hash: string }>)[0] ?? null);
+    },
+  };
+}
+
+export function supabaseCampaignStore(client: SupabaseClient): CampaignStore {
+  return {
+    async properties(orgId, campaignId) {
+      const { data, error } = await client.rpc('campaign_properties', { p_org_id: orgId, p_campaign_id: campaignId });
+      if (error) throw unavailable('campaign_properties', error.message);
+      return (data as Record<string, unknown> | null) ?? null;
     },
   };
 }

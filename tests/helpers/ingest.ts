@@ -1,5 +1,6 @@
 import { createApiKey, createOrganization } from '../../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../../core/auth.ts';
+import { CampaignCache, sqlCampaignStore } from '../../core/campaigns.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
 import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
 import { createApp } from '../../functions/app.ts';
@@ -45,6 +46,7 @@ export interface StoredEvent {
 }
 
 export const IP_HASH_SECRET = 'test-secret-for-ip-hashing-0123456789';
+export const SERVER_SECRET = 'test-server-secret-0123456789-0123456789';
 
 export async function createIngestHarness(options: { sink?: (writer: EventWriter) => EventSink; writer?: (test: TestDatabase) => EventWriter } = {}): Promise<IngestHarness> {
   const test = await createTestDatabase();
@@ -57,6 +59,8 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
   const services: Services = {
     ping: async () => void (await test.db.query('select 1')),
     keys: new KeyCache(sqlKeyStore(test.db)),
+    campaigns: new CampaignCache(sqlCampaignStore(test.db)),
+    serverSecret: SERVER_SECRET,
     sink,
     ipHashSecret: IP_HASH_SECRET,
     // app.request() has no socket: tests give the client IP as a proxy would

@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createOrganization } from '../../core/admin.ts';
 import { KeyCache } from '../../core/auth.ts';
-import { pingSupabase, supabaseEventWriter, supabaseKeyStore, supabaseServiceClient } from '../../core/ingest/supabase.ts';
+import { CampaignCache } from '../../core/campaigns.ts';
+import {
+  pingSupabase,
+  supabaseCampaignStore,
+  supabaseEventWriter,
+  supabaseKeyStore,
+  supabaseServiceClient,
+} from '../../core/ingest/supabase.ts';
 import { createApp } from '../../functions/app.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
@@ -21,6 +28,8 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
     const services = {
       ping: () => pingSupabase(client),
       keys: new KeyCache(supabaseKeyStore(client)),
+      campaigns: new CampaignCache(supabaseCampaignStore(client)),
+      serverSecret: 'a-server-secret-of-thirty-two-characters-or-more',
       sink: directSink(supabaseEventWriter(client)),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
       clientIp: () => '192.0.2.1',
