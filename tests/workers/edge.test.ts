@@ -1,5 +1,7 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from 'cloudflare:test';
 import { canonicalEvent } from '../helpers/events.ts';
+import { signClick } from '../../core/click.ts';
+import { deriveSecret } from '../../core/secrets.ts';
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
@@ -90,6 +92,21 @@ describe('the Worker in workerd', () => {
     );
     await expect.poll(async () => (await db.query(`select 1 from failed_events where org_id = $1 and payload like '%wk-b-2%'`, [env.TEST_ORG_ID])).rows.length, { timeout: 15_000 }).toBe(1);
     expect(failed.rows.every((row) => row.reason_code === 'invalid_field')).toBe(true);
+  });
+
+  it('redirects a signed click after queueing it, and refuses an unsigned one', async () => {
+    const { rows } = await db.query<{ id: string }>(`select id from api_keys where org_id = $1 and kind = 'publishable'`, [env.TEST_ORG_ID]);
+    const url = 'https://landing.example.net/?c={click_id}';
+    const sig = signClick(deriveSecret(env.PRECISE_SECRET!, 'click-signing', rows[0]!.id), url);
+    const response = await request(`/v1/click?${new URLSearchParams({ key: env.TEST_PUBLISHABLE_KEY, url, sig })}`, { redirect: 'manual' });
+    expect(response.status).toBe(302);
+    const clickId = new URL(response.headers.get('location')!).searchParams.get('c')!;
+    await expect
+      .poll(async () => (await db.query('select 1 from events where org_id = $1 and click_id = $2', [env.TEST_ORG_ID, clickId])).rows.length, { timeout: 15_000 })
+      .toBe(1);
+    const unsigned = await request(`/v1/click?${new URLSearchParams({ key: env.TEST_PUBLISHABLE_KEY, url: 'https://evil.example/' })}`, { redirect: 'manual' });
+    expect(unsigned.status).toBe(400);
+    expect(unsigned.headers.get('location')).toBeNull();
   });
 
   it('refuses bad keys and oversize bodies', async () => {
