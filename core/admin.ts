@@ -62,13 +62,14 @@ export interface CreatedKey {
   prefix: string;
   scopes: KeyScope[];
   name: string | null;
+  properties: Record<string, unknown>;
   /** The clear key: returned once, never stored. */
   key: string;
 }
 
 export async function createApiKey(
   db: Database,
-  input: { orgId: string; kind: KeyKind; scopes?: KeyScope[]; name?: string },
+  input: { orgId: string; kind: KeyKind; scopes?: KeyScope[]; name?: string; properties?: Record<string, unknown> },
   actor = 'cli',
 ): Promise<CreatedKey> {
   if (!['publishable', 'secret', 'postback'].includes(input.kind)) {
@@ -96,10 +97,10 @@ export async function createApiKey(
   return asActor(db, actor, async (tx) => {
     await assertOrganizationExists(tx, input.orgId);
     const { rows } = await tx.query<Omit<CreatedKey, 'key'>>(
-      `insert into public.api_keys (org_id, kind, name, prefix, key_hash, scopes)
-       values ($1, $2, $3, $4, $5, $6)
-       returning id, org_id, kind, prefix, scopes, name`,
-      [input.orgId, input.kind, input.name ?? null, displayPrefix(key), keyHash, scopes],
+      `insert into public.api_keys (org_id, kind, name, prefix, key_hash, scopes, properties)
+       values ($1, $2, $3, $4, $5, $6, $7)
+       returning id, org_id, kind, prefix, scopes, name, properties`,
+      [input.orgId, input.kind, input.name ?? null, displayPrefix(key), keyHash, scopes, input.properties ?? {}],
     );
     return { ...rows[0]!, key };
   });

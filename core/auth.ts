@@ -13,6 +13,8 @@ export interface ResolvedKey {
   org_id: string;
   kind: KeyKind;
   scopes: KeyScope[];
+  /** the key's settings, e.g. a postback token's param_map */
+  properties: Record<string, unknown>;
 }
 
 export interface KeyStore {
@@ -25,7 +27,7 @@ export function sqlKeyStore(db: Queryable): KeyStore {
     async findByHash(hash) {
       // scopes as JSON: every driver parses it, without loading array type metadata first
       const { rows } = await db.query<ResolvedKey & { key_hash: string }>(
-        'select id, org_id, kind, to_jsonb(scopes) as scopes, key_hash from public.resolve_api_key($1)',
+        'select id, org_id, kind, to_jsonb(scopes) as scopes, key_hash, properties from public.resolve_api_key($1)',
         [hash],
       );
       return rows[0] ?? null;
@@ -43,7 +45,7 @@ export class KeyCache {
     this.cache = new TtlCache(async (hash) => {
       const row = await store.findByHash(hash);
       return row && digestsEqual(row.key_hash, hash)
-        ? { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes }
+        ? { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes, properties: row.properties ?? {} }
         : null;
     }, options);
   }

@@ -3,6 +3,7 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
+import { sqlPostbackRecorder } from '../core/postback.ts';
 import type { NodeConfig } from '../core/config.ts';
 import type { Database } from '../core/db/port.ts';
 import { sqlEventWriter } from '../core/ingest/writer.ts';
@@ -28,6 +29,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
     ping: async () => void (await db.query('select 1')),
     keys: new KeyCache(sqlKeyStore(db)),
     campaigns: new CampaignCache(sqlCampaignStore(db)),
+    postbacks: sqlPostbackRecorder(db),
     serverSecret,
     sink: new GroupCommitSink(sqlEventWriter(db), {
       maxBatchEvents: config.INGEST_MAX_BATCH,

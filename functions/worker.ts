@@ -7,8 +7,10 @@ import {
   supabaseCampaignStore,
   supabaseEventWriter,
   supabaseKeyStore,
+  supabasePostbackRecorder,
   supabaseServiceClient,
 } from '../core/ingest/supabase.ts';
+import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
@@ -27,6 +29,7 @@ import { queueSink, type QueueMessage } from './sinks/queue.ts';
  */
 interface EdgeBackend {
   writer: EventWriter;
+  postbacks: PostbackRecorder;
   keys: KeyCache;
   campaigns: CampaignCache;
   ping(): Promise<void>;
@@ -45,6 +48,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
     const client = supabaseServiceClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY);
     return {
       writer: supabaseEventWriter(client),
+      postbacks: supabasePostbackRecorder(client),
       keys: new KeyCache(supabaseKeyStore(client), { entries: keyEntries }),
       campaigns: new CampaignCache(supabaseCampaignStore(client), { entries: campaignEntries }),
       ping: () => pingSupabase(client),
@@ -57,6 +61,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   const db = openPostgresJs({ connectionString, max: 1, applicationName: 'precise-worker' });
   return {
     writer: sqlEventWriter(db),
+    postbacks: sqlPostbackRecorder(db),
     keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
     campaigns: new CampaignCache(sqlCampaignStore(db), { entries: campaignEntries }),
     ping: async () => void (await db.query('select 1')),
@@ -76,6 +81,7 @@ function edgeServices(env: Bindings): Services {
     ping: backend.ping,
     keys: backend.keys,
     campaigns: backend.campaigns,
+    postbacks: backend.postbacks,
     serverSecret: env.PRECISE_SECRET,
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,

@@ -36,6 +36,7 @@ usage: precise <command> [options] [--json]
   migrate                                apply supabase/migrations
   org create --name NAME [--kind data_owner|media_buyer|both] [--properties JSON]
   key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
+             [--properties JSON]         e.g. a postback token's {"param_map": {"aff_click": "click_id"}}
                                          prints the key once; only its hash is stored
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
   click-url --key PK --url URL [--cmp CAMPAIGN_ID] [--crv CREATIVE_ID] [--base BASE_URL]
@@ -198,6 +199,7 @@ async function runKeyCreate(context: Context): Promise<number> {
       kind: required(flags, 'kind') as KeyKind,
       scopes,
       name: flags.name,
+      properties: jsonObject(flags, 'properties'),
     }),
   );
   context.print(

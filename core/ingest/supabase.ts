@@ -1,6 +1,7 @@
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { KeyStore, ResolvedKey } from '../auth.ts';
 import type { CampaignStore } from '../campaigns.ts';
+import type { PostbackRecorder, PostbackResult } from '../postback.ts';
 import { PreciseError } from '../errors.ts';
 import type { IngestBatch } from './batch.ts';
 import { parseIngestResult, type EventWriter } from './writer.ts';
@@ -41,6 +42,16 @@ export function supabaseCampaignStore(client: SupabaseClient): CampaignStore {
       const { data, error } = await client.rpc('campaign_properties', { p_org_id: orgId, p_campaign_id: campaignId });
       if (error) throw unavailable('campaign_properties', error.message);
       return (data as Record<string, unknown> | null) ?? null;
+    },
+  };
+}
+
+export function supabasePostbackRecorder(client: SupabaseClient): PostbackRecorder {
+  return {
+    async record(event) {
+      const { data, error } = await client.rpc('record_postback', { p_event: event });
+      if (error) throw unavailable('record_postback', error.message);
+      return data as PostbackResult;
     },
   };
 }

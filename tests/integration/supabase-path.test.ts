@@ -7,6 +7,7 @@ import {
   supabaseCampaignStore,
   supabaseEventWriter,
   supabaseKeyStore,
+  supabasePostbackRecorder,
   supabaseServiceClient,
 } from '../../core/ingest/supabase.ts';
 import { createApp } from '../../functions/app.ts';
@@ -29,6 +30,7 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
       ping: () => pingSupabase(client),
       keys: new KeyCache(supabaseKeyStore(client)),
       campaigns: new CampaignCache(supabaseCampaignStore(client)),
+      postbacks: supabasePostbackRecorder(client),
       serverSecret: 'a-server-secret-of-thirty-two-characters-or-more',
       sink: directSink(supabaseEventWriter(client)),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
