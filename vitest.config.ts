@@ -31,6 +31,8 @@ export default defineConfig({
                 TEST_ORG_ID: inject('orgId'),
                 TEST_PUBLISHABLE_KEY: inject('publishableKey'),
                 TEST_INGEST_KEY: inject('ingestKey'),
+                TEST_POSTBACK_TOKEN: inject('postbackToken'),
+                TEST_INTEGRATION_ID: inject('integrationId'),
               },
             },
           })),

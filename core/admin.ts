@@ -1,5 +1,6 @@
 import type { Database, TransactionHandle } from './db/port.ts';
 import { PreciseError } from './errors.ts';
+import { parseMapping } from './webhook.ts';
 import { displayPrefix, generateKey, hashKey, KEY_SCOPES, type KeyKind, type KeyScope } from './keys.ts';
 
 /**
@@ -141,6 +142,37 @@ export async function createCampaign(
       `insert into public.campaigns (org_id, name, status, properties) values ($1, $2, $3, $4)
        returning id, org_id, name, status, properties`,
       [input.orgId, name, status, properties],
+    );
+    return rows[0]!;
+  });
+}
+
+export interface Integration {
+  id: string;
+  org_id: string;
+  name: string;
+  kind: string;
+  properties: Record<string, unknown>;
+}
+
+/** A DSP integration; its webhook secret is derived (see core/webhook.ts), never stored. */
+export async function createIntegration(
+  db: Database,
+  input: { orgId: string; name: string; mapping?: unknown },
+  actor = 'cli',
+): Promise<Integration> {
+  const name = input.name.trim();
+  if (!name || name.length > 200) {
+    throw new PreciseError('invalid_argument', 'name must be 1 to 200 characters', { field: 'name' });
+  }
+  const properties: Record<string, unknown> = { secret_version: 1 };
+  if (input.mapping !== undefined) properties.mapping = parseMapping(input.mapping);
+  return asActor(db, actor, async (tx) => {
+    await assertOrganizationExists(tx, input.orgId);
+    const { rows } = await tx.query<Integration>(
+      `insert into public.integrations (org_id, name, properties) values ($1, $2, $3)
+       returning id, org_id, name, kind, properties`,
+      [input.orgId, name, properties],
     );
     return rows[0]!;
   });

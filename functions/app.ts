@@ -9,6 +9,7 @@ import { eventsRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { pixelRoutes } from './routes/pixel.ts';
 import { postbackRoutes } from './routes/postback.ts';
+import { webhookRoutes } from './routes/webhook.ts';
 
 export interface AppOptions {
   /** The services of a request: shared on Node, per request on Workers (I/O cannot cross requests). */
@@ -39,6 +40,7 @@ export function createApp(options: AppOptions) {
   app.route('/v1/events', eventsRoutes);
   app.route('/v1/click', clickRoutes);
   app.route('/v1/postback', postbackRoutes);
+  app.route('/v1/webhooks', webhookRoutes);
 
   app.notFound((c) =>
     c.json(new PreciseError('not_found', `no route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),

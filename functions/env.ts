@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import type { ResolvedKey, KeyCache } from '../core/auth.ts';
 import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
+import type { Webhooks } from '../core/integrations.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { QueueMessage } from './sinks/queue.ts';
 
@@ -30,6 +31,8 @@ export interface Services {
   sink: EventSink;
   /** Records postbacks with their dedup and status rules, in the request (low volume, needs the log). */
   postbacks: PostbackRecorder;
+  /** DSP integrations: lookups and the write of a signed delivery. */
+  webhooks: Webhooks;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../core/postback.ts';
+import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import type { NodeConfig } from '../core/config.ts';
 import type { Database } from '../core/db/port.ts';
 import { sqlEventWriter } from '../core/ingest/writer.ts';
@@ -30,6 +31,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
     keys: new KeyCache(sqlKeyStore(db)),
     campaigns: new CampaignCache(sqlCampaignStore(db)),
     postbacks: sqlPostbackRecorder(db),
+    webhooks: new Webhooks(sqlWebhookStore(db)),
     serverSecret,
     sink: new GroupCommitSink(sqlEventWriter(db), {
       maxBatchEvents: config.INGEST_MAX_BATCH,

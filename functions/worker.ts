@@ -9,7 +9,9 @@ import {
   supabaseKeyStore,
   supabasePostbackRecorder,
   supabaseServiceClient,
+  supabaseWebhookStore,
 } from '../core/ingest/supabase.ts';
+import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
@@ -30,6 +32,7 @@ import { queueSink, type QueueMessage } from './sinks/queue.ts';
 interface EdgeBackend {
   writer: EventWriter;
   postbacks: PostbackRecorder;
+  webhooks: Webhooks;
   keys: KeyCache;
   campaigns: CampaignCache;
   ping(): Promise<void>;
@@ -38,6 +41,7 @@ interface EdgeBackend {
 
 const keyEntries: KeyCacheEntries = new Map();
 const campaignEntries: TtlCacheEntries<Record<string, unknown>> = new Map();
+const webhookEntries = { integrations: new Map(), campaigns: new Map() };
 
 export function edgeBackend(env: Bindings): EdgeBackend {
   const driver = env.DB_DRIVER ?? 'hyperdrive';
@@ -49,6 +53,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
     return {
       writer: supabaseEventWriter(client),
       postbacks: supabasePostbackRecorder(client),
+      webhooks: new Webhooks(supabaseWebhookStore(client), webhookEntries),
       keys: new KeyCache(supabaseKeyStore(client), { entries: keyEntries }),
       campaigns: new CampaignCache(supabaseCampaignStore(client), { entries: campaignEntries }),
       ping: () => pingSupabase(client),
@@ -62,6 +67,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   return {
     writer: sqlEventWriter(db),
     postbacks: sqlPostbackRecorder(db),
+    webhooks: new Webhooks(sqlWebhookStore(db), webhookEntries),
     keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
     campaigns: new CampaignCache(sqlCampaignStore(db), { entries: campaignEntries }),
     ping: async () => void (await db.query('select 1')),
@@ -82,6 +88,7 @@ function edgeServices(env: Bindings): Services {
     keys: backend.keys,
     campaigns: backend.campaigns,
     postbacks: backend.postbacks,
+    webhooks: backend.webhooks,
     serverSecret: env.PRECISE_SECRET,
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,

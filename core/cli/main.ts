@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { assertUuid, createApiKey, createCampaign, createOrganization } from '../admin.ts';
+import { assertUuid, createApiKey, createCampaign, createIntegration, createOrganization } from '../admin.ts';
+import { webhookSecret } from '../webhook.ts';
 import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../ingest/replay.ts';
 import { progressBar } from './progress.ts';
 import { KeyCache, sqlKeyStore } from '../auth.ts';
@@ -39,6 +40,8 @@ usage: precise <command> [options] [--json]
              [--properties JSON]         e.g. a postback token's {"param_map": {"aff_click": "click_id"}}
                                          prints the key once; only its hash is stored
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
+  integration create --org ORG_ID --name NAME [--mapping FILE]
+                                         a DSP integration; prints its webhook URL and whsec_ secret
   click-url --key PK --url URL [--cmp CAMPAIGN_ID] [--crv CREATIVE_ID] [--base BASE_URL]
                                          a signed click URL (GET /v1/click) for a publishable key
   failed list [--org ORG_ID] [--id ID] [--all] [--limit N]
@@ -69,6 +72,7 @@ const OPTIONS = {
   cmp: { type: 'string' },
   crv: { type: 'string' },
   base: { type: 'string' },
+  mapping: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -92,6 +96,7 @@ const COMMANDS: Record<string, Command> = {
   'jobs run': runJob,
   seed: runSeed,
   'click-url': runClickUrl,
+  'integration create': runIntegrationCreate,
   'failed list': runFailedList,
   'failed replay': runFailedReplay,
 };
@@ -240,6 +245,35 @@ async function runSeed(context: Context): Promise<number> {
   context.print(
     counts,
     `demo data loaded: ${counts.organizations} organizations, ${counts.campaigns} campaigns, ${counts.data_assets} data assets`,
+  );
+  return 0;
+}
+
+async function runIntegrationCreate(context: Context): Promise<number> {
+  const { flags } = context;
+  let mapping: unknown;
+  if (flags.mapping !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(flags.mapping, 'utf8');
+    } catch (error) {
+      throw new PreciseError('invalid_argument', `cannot read --mapping ${flags.mapping}: ${(error as Error).message}`, { field: 'mapping' });
+    }
+    try {
+      mapping = JSON.parse(text);
+    } catch (error) {
+      throw new PreciseError('invalid_argument', `--mapping is not valid JSON: ${(error as Error).message}`, { field: 'mapping' });
+    }
+  }
+  const integration = await withCliDatabase(context.config, (db) =>
+    createIntegration(db, { orgId: required(flags, 'org'), name: required(flags, 'name'), mapping }),
+  );
+  const secret = webhookSecret(await loadServerSecret(context.config), integration.id, 1);
+  const url = `${(flags.base ?? `http://${context.config.HOST}:${context.config.PORT}`).replace(/\/$/, '')}/v1/webhooks/${integration.id}`;
+  context.print(
+    { ...integration, webhook_url: url, secret },
+    `integration ${integration.id} (${integration.name})\nwebhook URL: ${url}\nsigning secret: ${secret}\n` +
+      'sign each delivery: x-precise-signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">',
   );
   return 0;
 }

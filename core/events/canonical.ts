@@ -39,6 +39,8 @@ export interface EventContext {
   /** set on replays: the failed event it came from, and when it first arrived */
   replayed_from?: string;
   first_received_at?: string;
+  /** a DSP campaign id no campaign of the org claims (the event is kept all the same) */
+  unmatched_campaign?: string;
 }
 
 const SNAKE = /^[a-z][a-z0-9_]{0,62}$/;

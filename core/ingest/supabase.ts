@@ -2,6 +2,7 @@ import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { KeyStore, ResolvedKey } from '../auth.ts';
 import type { CampaignStore } from '../campaigns.ts';
 import type { PostbackRecorder, PostbackResult } from '../postback.ts';
+import type { IntegrationRecord, WebhookStore } from '../integrations.ts';
 import { PreciseError } from '../errors.ts';
 import type { IngestBatch } from './batch.ts';
 import { parseIngestResult, type EventWriter } from './writer.ts';
@@ -52,6 +53,30 @@ export function supabasePostbackRecorder(client: SupabaseClient): PostbackRecord
       const { data, error } = await client.rpc('record_postback', { p_event: event });
       if (error) throw unavailable('record_postback', error.message);
       return data as PostbackResult;
+    },
+  };
+}
+
+export function supabaseWebhookStore(client: SupabaseClient): WebhookStore {
+  return {
+    async integration(id) {
+      const { data, error } = await client.rpc('webhook_integration', { p_integration_id: id });
+      if (error) throw unavailable('webhook_integration', error.message);
+      return ((data as IntegrationRecord[])[0] ?? null);
+    },
+    async campaignByExternalId(orgId, externalId) {
+      const { data, error } = await client.rpc('campaign_by_external_id', { p_org_id: orgId, p_external_id: externalId });
+      if (error) throw unavailable('campaign_by_external_id', error.message);
+      return (data as string | null) ?? null;
+    },
+    async ingest(integrationId, deliveryId, batch) {
+      const { data, error } = await client.rpc('ingest_webhook', {
+        p_integration_id: integrationId,
+        p_signature_hash: deliveryId,
+        p_batch: batch,
+      });
+      if (error) throw unavailable('ingest_webhook', error.message);
+      return data.replayed ? { replayed: true } : { replayed: false, ...parseIngestResult(data) };
     },
   };
 }

@@ -2,6 +2,7 @@ import { createApiKey, createOrganization } from '../../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../../core/postback.ts';
+import { sqlWebhookStore, Webhooks } from '../../core/integrations.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
 import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
 import { createApp } from '../../functions/app.ts';
@@ -62,6 +63,7 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
     keys: new KeyCache(sqlKeyStore(test.db)),
     campaigns: new CampaignCache(sqlCampaignStore(test.db)),
     postbacks: sqlPostbackRecorder(test.db),
+    webhooks: new Webhooks(sqlWebhookStore(test.db)),
     serverSecret: SERVER_SECRET,
     sink,
     ipHashSecret: IP_HASH_SECRET,

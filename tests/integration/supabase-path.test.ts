@@ -9,7 +9,9 @@ import {
   supabaseKeyStore,
   supabasePostbackRecorder,
   supabaseServiceClient,
+  supabaseWebhookStore,
 } from '../../core/ingest/supabase.ts';
+import { Webhooks } from '../../core/integrations.ts';
 import { createApp } from '../../functions/app.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
@@ -31,6 +33,7 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
       keys: new KeyCache(supabaseKeyStore(client)),
       campaigns: new CampaignCache(supabaseCampaignStore(client)),
       postbacks: supabasePostbackRecorder(client),
+      webhooks: new Webhooks(supabaseWebhookStore(client)),
       serverSecret: 'a-server-secret-of-thirty-two-characters-or-more',
       sink: directSink(supabaseEventWriter(client)),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',

@@ -7,6 +7,8 @@ declare global {
       TEST_ORG_ID: string;
       TEST_PUBLISHABLE_KEY: string;
       TEST_INGEST_KEY: string;
+      TEST_POSTBACK_TOKEN: string;
+      TEST_INTEGRATION_ID: string;
     }
     interface GlobalProps {
       mainModule: typeof import('../../functions/worker.ts');

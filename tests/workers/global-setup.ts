@@ -1,5 +1,5 @@
 import type { TestProject } from 'vitest/node';
-import { createApiKey, createOrganization } from '../../core/admin.ts';
+import { createApiKey, createIntegration, createOrganization } from '../../core/admin.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 
 /**
@@ -13,6 +13,8 @@ declare module 'vitest' {
     orgId: string;
     publishableKey: string;
     ingestKey: string;
+    postbackToken: string;
+    integrationId: string;
   }
 }
 
@@ -23,5 +25,7 @@ export default async function setup(project: TestProject) {
   project.provide('orgId', org.id);
   project.provide('publishableKey', (await createApiKey(test.db, { orgId: org.id, kind: 'publishable' })).key);
   project.provide('ingestKey', (await createApiKey(test.db, { orgId: org.id, kind: 'secret', scopes: ['ingest'] })).key);
+  project.provide('postbackToken', (await createApiKey(test.db, { orgId: org.id, kind: 'postback' })).key);
+  project.provide('integrationId', (await createIntegration(test.db, { orgId: org.id, name: 'Edge DSP' })).id);
   return () => test.drop();
 }

@@ -1,0 +1,39 @@
+import { env, exports } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { openPostgresJs } from '../../core/db/postgres-js.ts';
+import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+
+// Postbacks and signed webhooks through the Worker in workerd, written through Hyperdrive in
+// the request (they need the log: status rules, replay claims).
+const db = openPostgresJs({ connectionString: env.TEST_DATABASE_URL, max: 2 });
+const request = (path: string, init: RequestInit = {}) => exports.default.fetch(`https://edge.test${path}`, init);
+
+describe('postbacks and webhooks in workerd', () => {
+  it('records a postback once, refuses macros and bad transitions', async () => {
+    const url = `/v1/postback/${env.TEST_POSTBACK_TOKEN}?clickid=wk-click-1&payout=3.5&tid=wk-order-1`;
+    const first = (await (await request(url)).json()) as any;
+    expect(first).toMatchObject({ duplicate: false, status: 'approved', unmatched_click: true });
+    expect(((await (await request(url)).json()) as any).duplicate).toBe(true);
+    const macro = await request(`/v1/postback/${env.TEST_POSTBACK_TOKEN}?clickid={clickid}`);
+    expect(macro.status).toBe(400);
+    expect(((await macro.json()) as any).error.details).toMatchObject({ field: 'clickid', reason: 'unreplaced_macro' });
+    const back = await request(`/v1/postback/${env.TEST_POSTBACK_TOKEN}?clickid=wk-click-1&tid=wk-order-1&status=pending`);
+    expect(back.status).toBe(409);
+    const { rows } = await db.query<{ n: number }>(`select count(*)::int as n from events where org_id = $1 and click_id = 'wk-click-1'`, [env.TEST_ORG_ID]);
+    expect(rows[0]!.n).toBe(1);
+  });
+
+  it('verifies, maps and stores a signed delivery; refuses bad signatures and replays', async () => {
+    const payload = JSON.stringify({ events: [{ event_id: 'wk-wh-1', type: 'impression' }, { event_id: 'wk-wh-2', type: 'Bad' }] });
+    const signature = signWebhook(webhookSecret(env.PRECISE_SECRET!, env.TEST_INTEGRATION_ID), Math.floor(Date.now() / 1000), payload);
+    const post = (sig: string) => request(`/v1/webhooks/${env.TEST_INTEGRATION_ID}`, { method: 'POST', headers: { 'x-precise-signature': sig }, body: payload });
+    const accepted = await post(signature);
+    expect(accepted.status).toBe(200);
+    expect(await accepted.json()).toMatchObject({ accepted: 1, duplicates: 0, rejected: [{ index: 1, field: 'type' }] });
+    expect((await post(signature)).status).toBe(409);
+    const forged = await post(signature.replace(/v1=./, 'v1=0'));
+    expect(forged.status).toBe(401);
+    const { rows } = await db.query<{ n: number }>(`select count(*)::int as n from events where org_id = $1 and event_id = 'wk-wh-1'`, [env.TEST_ORG_ID]);
+    expect(rows[0]!.n).toBe(1);
+  });
+});
