@@ -69,6 +69,7 @@ export async function seedTenant(db: Database, name: string): Promise<Tenant> {
     `insert into failed_events (org_id, source, reason_code, reason, payload) values ($1, 'pixel', 'bad_value', 'v is not a number', 'v=abc') returning id`,
     [orgId],
   );
+  await db.query(`insert into integrations (org_id, name, properties) values ($1, $2, '{"secret_version": 1}')`, [orgId, `${name} DSP`]);
   const eventId = randomUUID();
   await db.query(
     `insert into events (org_id, event_id, type, occurred_at, campaign_id) values ($1, $2, 'impression', now(), $3)`,

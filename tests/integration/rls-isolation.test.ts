@@ -13,6 +13,7 @@ const TENANT_TABLES: Record<string, string> = {
   transactions: 'org_id',
   permissions: 'org_id',
   api_keys: 'org_id',
+  integrations: 'org_id',
   failed_events: 'org_id',
   events: 'org_id',
   metrics: 'org_id',
@@ -65,7 +66,7 @@ describe(`tenant isolation under RLS (${BACKEND})`, () => {
 
   it("changes nothing of the other org: updates and deletes match no row, inserts are refused", async () => {
     await asUser(test.db, a.ownerId, async (tx) => {
-      for (const table of ['data_assets', 'campaigns', 'relationships', 'transactions', 'permissions', 'api_keys']) {
+      for (const table of ['data_assets', 'campaigns', 'relationships', 'transactions', 'permissions', 'api_keys', 'integrations']) {
         const update = await attempt(tx, `update public.${table} set updated_at = now() where org_id = $1`, [b.orgId]);
         expect({ table, update: update.rowCount }).toEqual({ table, update: 0 });
       }

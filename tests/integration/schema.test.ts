@@ -19,10 +19,11 @@ const SEED_TABLES = [
   'api_keys',
   'failed_events',
 ];
-// Beyond the seed: ingestion's dedup ledger for sender-chosen event ids.
-const ALL_TABLES = [...SEED_TABLES, 'event_ids'];
+// Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for sender-chosen
+// event ids, and the webhook deliveries seen within the signature tolerance.
+const ALL_TABLES = [...SEED_TABLES, 'integrations', 'event_ids', 'webhook_deliveries'];
 // Logs and the audit trail itself carry no updated_at; every entity does.
-const ENTITY_TABLES = SEED_TABLES.filter((table) => !['events', 'audit_log'].includes(table));
+const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));
 
 const utcDay = (offsetDays: number) => {
   const day = new Date(Date.now() + offsetDays * 86_400_000);
