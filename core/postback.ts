@@ -79,9 +79,11 @@ function isStringMap(value: unknown): value is Record<string, string> {
  * The canonical input of a postback. Its event id is derived from (click, txid, type, status),
  * so a network's retry of the same postback is the same event, and a status change a new one.
  */
-export function postbackInput({ fields, extra }: PostbackParams): Record<string, unknown> {
+export function postbackInput({ fields, extra }: PostbackParams, statusMap?: unknown): Record<string, unknown> {
   if (!fields.click_id) throw new PreciseError('validation_failed', 'click_id is required (or clickid, subid, cid, cnv_id)', { field: 'click_id', reason: 'missing_field' });
-  const status = (fields.status ?? 'approved').toLowerCase();
+  // a network's own status words, mapped by the token's status_map (e.g. {"lead": "pending", "sale": "approved"})
+  const sent = fields.status?.toLowerCase();
+  const status = (sent && isStringMap(statusMap) ? (statusMap[sent] ?? sent) : (sent ?? 'approved')).toLowerCase();
   if (!(POSTBACK_STATUSES as readonly string[]).includes(status)) {
     throw new PreciseError('validation_failed', `status must be pending, approved or rejected (got ${fields.status})`, { field: 'status', reason: 'invalid_field' });
   }

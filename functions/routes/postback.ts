@@ -56,7 +56,7 @@ postbackRoutes.on(
 
     let input: Record<string, unknown>;
     try {
-      input = postbackInput(readPostbackParams(pairs, key.properties.param_map));
+      input = postbackInput(readPostbackParams(pairs, key.properties.param_map), key.properties.status_map);
     } catch (error) {
       return refuse(error as PreciseError);
     }

@@ -16,7 +16,10 @@ describe(`S2S postbacks /v1/postback/:token (${BACKEND})`, () => {
       await createApiKey(h.test.db, {
         orgId: h.orgId,
         kind: 'postback',
-        properties: { param_map: { aff_click: 'click_id', amt: 'value', state: 'status', order: 'txid' } },
+        properties: {
+          param_map: { aff_click: 'click_id', amt: 'value', state: 'status', order: 'txid' },
+          status_map: { lead: 'pending', sale: 'approved', declined: 'rejected' },
+        },
       })
     ).key;
     // a real click to convert
@@ -113,6 +116,9 @@ describe(`S2S postbacks /v1/postback/:token (${BACKEND})`, () => {
     expect(await mapped.json()).toMatchObject({ status: 'pending' });
     expect((await conversions('order-json'))[0]).toMatchObject({ value: '6.5', currency: 'EUR' });
     expect((await conversions('order-map'))[0]).toMatchObject({ value: '9.99', status: 'pending' });
+    // the network's own status words, through the token's status_map
+    expect(await (await get(`aff_click=${clickId}&state=lead&order=order-words`, mappedToken)).json()).toMatchObject({ status: 'pending' });
+    expect(await (await get(`aff_click=${clickId}&state=SALE&order=order-words`, mappedToken)).json()).toMatchObject({ status: 'approved', status_change: true });
   });
 
   it('refuses unreplaced macros, naming the parameter and the macro', async () => {
