@@ -26,6 +26,26 @@ export interface CliSandbox {
   dispose(): Promise<void>;
 }
 
+/** Runs the CLI in this process with the given environment, capturing what it prints. */
+export async function runCli(env: Record<string, string | undefined>, ...argv: string[]): Promise<CliRun> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, {
+    out: (text) => out.push(text),
+    err: (text) => err.push(text),
+    env,
+    stopSignal: () => new Promise(() => {}),
+  });
+  const stdout = out.join('\n');
+  let json: unknown;
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    json = undefined;
+  }
+  return { code, out: stdout, err: err.join('\n'), json };
+}
+
 export async function createCliSandbox(): Promise<CliSandbox> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'precise-cli-'));
   let database: TestDatabase | undefined;
@@ -36,24 +56,7 @@ export async function createCliSandbox(): Promise<CliSandbox> {
   }
   return {
     env,
-    async run(...argv) {
-      const out: string[] = [];
-      const err: string[] = [];
-      const code = await main(argv, {
-        out: (text) => out.push(text),
-        err: (text) => err.push(text),
-        env,
-        stopSignal: () => new Promise(() => {}),
-      });
-      const stdout = out.join('\n');
-      let json: unknown;
-      try {
-        json = JSON.parse(stdout);
-      } catch {
-        json = undefined;
-      }
-      return { code, out: stdout, err: err.join('\n'), json };
-    },
+    run: (...argv) => runCli(env, ...argv),
     async inspect(fn) {
       if (database) return fn(database.db);
       const db = await openEmbeddedPglite(dataDir);

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCampaign, createOrganization } from '../../core/admin.ts';
-import { main } from '../../core/cli/main.ts';
 import { signClick } from '../../core/click.ts';
 import { deriveSecret } from '../../core/secrets.ts';
+import { runCli } from '../helpers/cli.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
 
@@ -100,19 +100,13 @@ describe(`click redirect GET /v1/click (${BACKEND})`, () => {
   });
 
   it('prints a signed click URL from the CLI that the server accepts', async () => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const code = await main(
-      ['click-url', '--key', h.publishableKey, '--url', 'https://landing.example.net/?id={click_id}', '--cmp', campaignId, '--crv', 'crv-cli', '--base', 'https://collect.example.com', '--json'],
-      {
-        out: (text) => out.push(text),
-        err: (text) => err.push(text),
-        env: { DATABASE_URL: await h.test.connectionUrl(), PRECISE_SECRET: SERVER_SECRET, PRECISE_DATA_DIR: '/nonexistent' },
-        stopSignal: () => new Promise(() => {}),
-      },
+    const { code, err, json } = await runCli(
+      { DATABASE_URL: await h.test.connectionUrl(), PRECISE_SECRET: SERVER_SECRET, PRECISE_DATA_DIR: '/nonexistent' },
+      'click-url', '--key', h.publishableKey, '--url', 'https://landing.example.net/?id={click_id}', '--cmp', campaignId, '--crv', 'crv-cli',
+      '--base', 'https://collect.example.com', '--json',
     );
-    expect({ code, err }).toEqual({ code: 0, err: [] });
-    const signed = new URL(JSON.parse(out.join('')).url);
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    const signed = new URL(json.url);
     expect(signed.origin + signed.pathname).toBe('https://collect.example.com/v1/click');
     const response = await h.app.request(signed.pathname + signed.search);
     expect(response.status).toBe(302);

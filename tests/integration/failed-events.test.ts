@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { canonicalEvent } from '../helpers/events.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../core/cli/main.ts';
 import type { CanonicalEvent } from '../../core/events/canonical.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
 import { sqlEventWriter } from '../../core/ingest/writer.ts';
+import { runCli } from '../helpers/cli.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
 
@@ -26,17 +26,8 @@ describe(`failed events: stored, listed, replayed (${BACKEND})`, () => {
       ...overrides,
     });
 
-  const cli = async (...argv: string[]) => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const code = await main(argv, {
-      out: (text) => out.push(text),
-      err: (text) => err.push(text),
-      env: { DATABASE_URL: await h.test.connectionUrl(), PRECISE_DATA_DIR: '/nonexistent' },
-      stopSignal: () => new Promise(() => {}),
-    });
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  };
+  const cli = async (...argv: string[]) =>
+    runCli({ DATABASE_URL: await h.test.connectionUrl(), PRECISE_DATA_DIR: '/nonexistent' }, ...argv);
 
   it('keeps a row the database refuses without sinking the rest of its batch', async () => {
     const result = await sqlEventWriter(h.test.db).write({

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCampaign, createIntegration } from '../../core/admin.ts';
-import { main } from '../../core/cli/main.ts';
 import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { runCli } from '../helpers/cli.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
 
@@ -189,17 +189,8 @@ describe(`signed DSP webhooks POST /v1/webhooks/:integration (${BACKEND})`, () =
     const dir = await mkdtemp(path.join(tmpdir(), 'precise-mapping-'));
     await writeFile(path.join(dir, 'mapping.json'), JSON.stringify(REPORT_MAPPING));
     await writeFile(path.join(dir, 'bad.json'), JSON.stringify({ events_path: 'x', fields: { type: { transform: 'rot13' } } }));
-    const run = async (...argv: string[]) => {
-      const out: string[] = [];
-      const err: string[] = [];
-      const code = await main(argv, {
-        out: (text) => out.push(text),
-        err: (text) => err.push(text),
-        env: { DATABASE_URL: await h.test.connectionUrl(), PRECISE_SECRET: SERVER_SECRET, PRECISE_DATA_DIR: dir },
-        stopSignal: () => new Promise(() => {}),
-      });
-      return { code, out: out.join('\n'), err: err.join('\n') };
-    };
+    const run = async (...argv: string[]) =>
+      runCli({ DATABASE_URL: await h.test.connectionUrl(), PRECISE_SECRET: SERVER_SECRET, PRECISE_DATA_DIR: dir }, ...argv);
     const created = await run('integration', 'create', '--org', h.orgId, '--name', 'Example DSP', '--mapping', path.join(dir, 'mapping.json'), '--json');
     expect(created.code).toBe(0);
     const { id, secret, webhook_url } = JSON.parse(created.out);
