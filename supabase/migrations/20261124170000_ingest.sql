@@ -38,6 +38,8 @@ as $$
       received_at timestamptz, campaign_id uuid, creative_id text, asset_ids uuid[],
       user_key text, click_id text, value numeric, currency text, status text,
       properties jsonb, context jsonb)
+    -- one row per key even when a caller sends a key twice (with different times, the
+    -- partitioned primary key alone would keep both)
     order by e.org_id, e.event_id, e.received_at
   ),
   claimed as (
@@ -126,11 +128,12 @@ begin
 
   return jsonb_build_object(
     'inserted', cardinality(v_inserted),
-    'duplicates', (
+    -- the common case, everything new, skips the set difference
+    'duplicates', case when cardinality(v_inserted) + cardinality(v_failed) = jsonb_array_length(v_events) then '[]'::jsonb else (
       select coalesce(jsonb_agg(jsonb_build_array(e ->> 'org_id', e ->> 'event_id')), '[]')
       from jsonb_array_elements(v_events) e
       where (e ->> 'org_id') || ' ' || (e ->> 'event_id') not in (select unnest(v_inserted || v_failed))
-    ),
+    ) end,
     'failed', v_failed_reasons,
     'failures_stored', v_failures_stored
   );
