@@ -42,6 +42,16 @@ describe(`failed events: stored, listed, replayed (${BACKEND})`, () => {
     expect(failed[0]!.properties.payload_format).toBe('canonical');
   });
 
+  it('stores one row for a key sent twice in one call, even with two different times', async () => {
+    const result = await sqlEventWriter(h.test.db).write({
+      events: [canonical('twice', { occurred_at: new Date(Date.now() - 7_200_000).toISOString() }), canonical('twice')],
+      failures: [],
+    });
+    expect(result.inserted).toBe(1);
+    const { rows } = await h.test.db.query('select 1 from events where event_id = $1', ['twice']);
+    expect(rows).toHaveLength(1);
+  });
+
   it('fails the whole write on a systemic error instead of filing every row as failed', async () => {
     const outcome = await h.test.db
       .transaction(async (tx) => {
