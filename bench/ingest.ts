@@ -84,6 +84,7 @@ async function main() {
 
     const pixelRun = async (label: string, mode: string, port: number): Promise<Run> => {
       const server = await startServer(mode, port, children);
+      await warmUp(`http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${randomUUID()}`);
       const campaign = randomUUID();
       const result = await load({
         url: `http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${campaign}&crv=crv-1&uid=u-1&p.slot=top`,
@@ -208,6 +209,13 @@ async function startServer(mode: string, port: number, children: ChildProcess[])
     child.once('exit', (code) => reject(new Error(`bench server ${mode} exited with ${code}`)));
   });
   return child;
+}
+
+/** A few thousand requests first, so that no run measures a cold process (JIT, caches, pools). */
+async function warmUp(url: string) {
+  await new Promise<void>((resolve, reject) =>
+    autocannon({ url, connections: 50, amount: 3000, headers: { 'user-agent': CHROME } }, (error) => (error ? reject(error) : resolve())),
+  );
 }
 
 /** autocannon against a URL, with a progress bar; events/s counts 2xx answers only. */

@@ -49,7 +49,7 @@ usage: precise <command> [options] [--json]
   failed replay [--org ORG_ID] [--id ID] [--limit N]
                                          replay them through validation and dedup
   seed                                   load the demo data of supabase/seed.sql (idempotent)
-  jobs run NAME                          run a scheduled job once (${JOBS.map((job) => job.name).join(', ')})
+  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
 Configuration comes from the environment: DATABASE_URL (else the embedded PGlite under
@@ -73,6 +73,8 @@ const OPTIONS = {
   crv: { type: 'string' },
   base: { type: 'string' },
   mapping: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -350,7 +352,11 @@ async function runJob(context: Context, positionals: string[]): Promise<number> 
     });
   }
   const started = performance.now();
-  const result = await withCliDatabase(context.config, (db) => job.run(db, {}));
+  const input = {
+    ...(context.flags.from ? { from: context.flags.from } : {}),
+    ...(context.flags.to ? { to: context.flags.to } : {}),
+  };
+  const result = await withCliDatabase(context.config, (db) => job.run(db, input));
   const ms = Math.round(performance.now() - started);
   context.print({ job: job.name, ms, result }, `${job.name}: done in ${ms} ms ${JSON.stringify(result)}`);
   return 0;

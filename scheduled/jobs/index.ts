@@ -1,8 +1,9 @@
 import type { JobDefinition } from '../job.ts';
 import { partitionUpkeepJob } from './partition-upkeep.ts';
+import { rollupJob } from './rollup.ts';
 
 /** Every job the scheduler knows. Later jobs (rollup, fatigue, attribution, billing) join here. */
-export const JOBS: JobDefinition<any>[] = [{ ...partitionUpkeepJob, runAtStart: true }];
+export const JOBS: JobDefinition<any>[] = [{ ...partitionUpkeepJob, runAtStart: true }, rollupJob];
 
 export function findJob(name: string): JobDefinition<any> | undefined {
   return JOBS.find((job) => job.name === name);

@@ -20,8 +20,8 @@ const SEED_TABLES = [
   'failed_events',
 ];
 // Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for sender-chosen
-// event ids, and the webhook deliveries seen within the signature tolerance.
-const ALL_TABLES = [...SEED_TABLES, 'integrations', 'event_ids', 'webhook_deliveries'];
+// event ids, the webhook deliveries seen within the signature tolerance, and rollup watermarks.
+const ALL_TABLES = [...SEED_TABLES, 'integrations', 'event_ids', 'webhook_deliveries', 'rollup_state'];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));
 
