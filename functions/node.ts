@@ -32,6 +32,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
     campaigns: new CampaignCache(sqlCampaignStore(db)),
     postbacks: sqlPostbackRecorder(db),
     webhooks: new Webhooks(sqlWebhookStore(db)),
+    readDb: db,
     serverSecret,
     sink: new GroupCommitSink(sqlEventWriter(db), {
       maxBatchEvents: config.INGEST_MAX_BATCH,

@@ -14,6 +14,7 @@ import {
 import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
+import type { Queryable } from '../core/db/port.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
@@ -31,6 +32,7 @@ import { queueSink, type QueueMessage } from './sinks/queue.ts';
  */
 interface EdgeBackend {
   writer: EventWriter;
+  readDb?: Queryable;
   postbacks: PostbackRecorder;
   webhooks: Webhooks;
   keys: KeyCache;
@@ -66,6 +68,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   const db = openPostgresJs({ connectionString, max: 1, applicationName: 'precise-worker' });
   return {
     writer: sqlEventWriter(db),
+    readDb: db,
     postbacks: sqlPostbackRecorder(db),
     webhooks: new Webhooks(sqlWebhookStore(db), webhookEntries),
     keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
@@ -89,6 +92,7 @@ function edgeServices(env: Bindings): Services {
     campaigns: backend.campaigns,
     postbacks: backend.postbacks,
     webhooks: backend.webhooks,
+    readDb: backend.readDb,
     serverSecret: env.PRECISE_SECRET,
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,

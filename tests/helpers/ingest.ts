@@ -64,6 +64,7 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
     campaigns: new CampaignCache(sqlCampaignStore(test.db)),
     postbacks: sqlPostbackRecorder(test.db),
     webhooks: new Webhooks(sqlWebhookStore(test.db)),
+    readDb: test.db,
     serverSecret: SERVER_SECRET,
     sink,
     ipHashSecret: IP_HASH_SECRET,
