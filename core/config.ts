@@ -17,6 +17,8 @@ const NodeEnvSchema = z.object({
   PRECISE_DATA_DIR: z.string().default('.data'),
   /** Port of the embedded database's Postgres socket (psql, wrangler dev and the CLI use it). */
   PRECISE_PG_PORT: z.coerce.number().int().min(0).max(65535).default(54329),
+  /** Raw events older than this many days are dropped by whole partitions (metrics stay); unset: kept. */
+  PRECISE_RETENTION_DAYS: z.coerce.number().int().min(1).optional(),
   /** Run the pg-boss scheduler inside `precise start`. */
   PRECISE_JOBS: z.enum(['on', 'off']).default('on'),
   /** Server secret from which click-signing and webhook secrets are derived (else kept in the data dir). */

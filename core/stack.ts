@@ -53,7 +53,7 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
     stops.push(() => db.close());
 
     if (config.PRECISE_JOBS === 'on') {
-      const scheduler: Scheduler = await startScheduler({ connectionString: databaseUrl, db, log });
+      const scheduler: Scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config) });
       stops.push(() => scheduler.stop());
       log('jobs: pg-boss scheduler running');
     }
@@ -69,6 +69,11 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
     await stop();
     throw error;
   }
+}
+
+/** What the configuration says to every run of a job. */
+export function jobDefaults(config: NodeConfig): Record<string, object> {
+  return { 'partition-upkeep': config.PRECISE_RETENTION_DAYS ? { retentionDays: config.PRECISE_RETENTION_DAYS } : {} };
 }
 
 function logMigration(report: Awaited<ReturnType<typeof migrate>>, log: (line: string) => void) {

@@ -17,6 +17,8 @@ export interface SchedulerOptions {
   connectionString: string;
   db: Database;
   jobs?: JobDefinition<any>[];
+  /** Inputs every run of a job gets (from configuration), under what a run was sent with. */
+  defaults?: Record<string, object>;
   log?: (message: string) => void;
 }
 
@@ -42,7 +44,7 @@ export async function startScheduler(options: SchedulerOptions): Promise<Schedul
     await boss.work<object>(job.name, { batchSize: 1 }, async (batch) => {
       for (const item of batch) {
         const started = performance.now();
-        const result = await job.run(options.db, item.data ?? {});
+        const result = await job.run(options.db, { ...options.defaults?.[job.name], ...item.data });
         log(`jobs: ${job.name} done in ${Math.round(performance.now() - started)} ms ${JSON.stringify(result)}`);
       }
     });

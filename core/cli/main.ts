@@ -14,7 +14,7 @@ import { DataDirBusyError } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
 import { PreciseError } from '../errors.ts';
 import type { KeyKind, KeyScope } from '../keys.ts';
-import { startStack } from '../stack.ts';
+import { jobDefaults, startStack } from '../stack.ts';
 import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
 import { withCliDatabase } from './database.ts';
 
@@ -353,6 +353,7 @@ async function runJob(context: Context, positionals: string[]): Promise<number> 
   }
   const started = performance.now();
   const input = {
+    ...jobDefaults(context.config)[job.name],
     ...(context.flags.from ? { from: context.flags.from } : {}),
     ...(context.flags.to ? { to: context.flags.to } : {}),
   };

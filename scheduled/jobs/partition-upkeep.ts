@@ -1,5 +1,7 @@
 import type { Queryable } from '../../core/db/port.ts';
+import { PreciseError } from '../../core/errors.ts';
 import type { JobDefinition } from '../job.ts';
+
 
 /**
  * Keeps a partition of events ready for every UTC day from yesterday to `daysAhead` ahead,
@@ -10,6 +12,8 @@ import type { JobDefinition } from '../job.ts';
 export interface PartitionUpkeepInput {
   daysBack?: number;
   daysAhead?: number;
+  /** drop raw-event partitions older than this many days (metrics are kept); unset: keep all */
+  retentionDays?: number;
 }
 
 export async function ensureEventPartitions(db: Queryable, input: PartitionUpkeepInput = {}) {
@@ -24,9 +28,25 @@ export async function ensureEventPartitions(db: Queryable, input: PartitionUpkee
   return { created: rows[0]!.created, daysBack, daysAhead };
 }
 
+/** Drops the raw-event partitions of days before `retentionDays` ago; metrics stay. */
+export async function applyRetention(db: Queryable, retentionDays: number) {
+  if (!Number.isInteger(retentionDays) || retentionDays < 1) {
+    throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
+  }
+  const { rows } = await db.query<{ result: { dropped: string[]; ledger_rows_pruned: number } }>(
+    `select private.drop_event_partitions_before((now() at time zone 'UTC')::date - $1::int) as result`,
+    [retentionDays],
+  );
+  return rows[0]!.result;
+}
+
 export const partitionUpkeepJob: JobDefinition<PartitionUpkeepInput> = {
   name: 'partition-upkeep',
   // daily, shortly after midnight UTC, plus once at every scheduler start (see scheduler.ts)
   cron: '7 0 * * *',
-  run: (db, input) => ensureEventPartitions(db, input),
+  run: async (db, input) => {
+    const partitions = await ensureEventPartitions(db, input);
+    const retentionDays = input.retentionDays;
+    return retentionDays ? { ...partitions, retention: { days: retentionDays, ...(await applyRetention(db, retentionDays)) } } : partitions;
+  },
 };

@@ -1,0 +1,64 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOrganization } from '../../core/admin.ts';
+import { sqlEventWriter } from '../../core/ingest/writer.ts';
+import { applyRetention, partitionUpkeepJob } from '../../scheduled/jobs/partition-upkeep.ts';
+import { runRollup } from '../../scheduled/jobs/rollup.ts';
+import { BACKEND, createTestDatabase, sqlState, type TestDatabase } from '../helpers/database.ts';
+import { canonicalEvent } from '../helpers/events.ts';
+
+describe(`partitions and retention (${BACKEND})`, () => {
+  let test: TestDatabase;
+  let orgId: string;
+  const day = (offset: number) => new Date(Date.now() + offset * 86_400_000);
+  const partitions = async () =>
+    (
+      await test.db.query<{ name: string }>(
+        `select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+         where i.inhparent = 'public.events'::regclass order by 1`,
+      )
+    ).rows.map((row) => row.name);
+  const partitionOf = (date: Date) => `events_p${date.toISOString().slice(0, 10).replaceAll('-', '')}`;
+
+  beforeAll(async () => {
+    test = await createTestDatabase();
+    orgId = (await createOrganization(test.db, { name: 'Retention Co' })).id;
+    // 40 to 30 days ago, with events (client ids, so the dedup ledger has rows too)
+    await test.db.query(`select private.ensure_event_partitions((now() at time zone 'UTC')::date - 40, (now() at time zone 'UTC')::date)`);
+    const events = [40, 35, 31, 5, 0].map((ago) =>
+      canonicalEvent(orgId, `ret-${ago}`, { id_source: 'client', occurred_at: day(-ago).toISOString() }),
+    );
+    await sqlEventWriter(test.db).write({ events, failures: [] });
+    await runRollup(test.db);
+  });
+  afterAll(() => test?.drop());
+
+  it('drops whole partitions older than the retention and keeps every metric', async () => {
+    const metricsBefore = await test.db.query<{ total: string }>(`select sum(value)::text as total from metrics where org_id = $1 and metric = 'impressions'`, [orgId]);
+    expect(Number(metricsBefore.rows[0]!.total)).toBe(5);
+    expect(await partitions()).toContain(partitionOf(day(-40)));
+
+    const result = await applyRetention(test.db, 30);
+    expect(result.dropped).toContain(partitionOf(day(-40)));
+    expect(result.dropped).toContain(partitionOf(day(-31)));
+    expect(result.dropped).not.toContain(partitionOf(day(-30)));
+    expect(result.ledger_rows_pruned).toBe(3);
+
+    const left = await partitions();
+    expect(left).not.toContain(partitionOf(day(-35)));
+    expect(left).toContain(partitionOf(day(-5)));
+    expect(left).toContain('events_default');
+    const events = await test.db.query<{ event_id: string }>('select event_id from events where org_id = $1 order by 1', [orgId]);
+    expect(events.rows.map((row) => row.event_id)).toEqual(['ret-0', 'ret-5']);
+    const metricsAfter = await test.db.query<{ total: string }>(`select sum(value)::text as total from metrics where org_id = $1 and metric = 'impressions'`, [orgId]);
+    expect(metricsAfter.rows[0]!.total).toBe(metricsBefore.rows[0]!.total);
+  });
+
+  it('runs from the scheduled job with the configured retention, and refuses a future cutoff', async () => {
+    const result = (await partitionUpkeepJob.run(test.db, { retentionDays: 3 })) as { created: number; retention: { dropped: string[] } };
+    expect(result.retention.dropped).toContain(partitionOf(day(-5)));
+    expect(await partitions()).toContain(partitionOf(day(14)));
+    expect(await sqlState(() => test.db.query(`select private.drop_event_partitions_before((now() at time zone 'UTC')::date + 1)`))).toBe('22023');
+    await expect(applyRetention(test.db, 0)).rejects.toMatchObject({ code: 'invalid_argument' });
+  });
+});
