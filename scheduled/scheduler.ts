@@ -41,12 +41,12 @@ export async function startScheduler(options: SchedulerOptions): Promise<Schedul
       retryBackoff: true,
       expireInSeconds: 3600,
     });
-    await boss.work<object>(job.name, { batchSize: 1 }, async (batch) => {
-      for (const item of batch) {
-        const started = performance.now();
-        const result = await job.run(options.db, { ...options.defaults?.[job.name], ...item.data });
-        log(`jobs: ${job.name} done in ${Math.round(performance.now() - started)} ms ${JSON.stringify(result)}`);
-      }
+    // batchSize 1: the handler's result is the job's output (shown by `precise jobs status`)
+    await boss.work<object>(job.name, { batchSize: 1 }, async ([item]) => {
+      const started = performance.now();
+      const result = await job.run(options.db, { ...options.defaults?.[job.name], ...item!.data });
+      log(`jobs: ${job.name} done in ${Math.round(performance.now() - started)} ms ${JSON.stringify(result)}`);
+      return result;
     });
     if (job.cron) await boss.schedule(job.name, job.cron, {}, { tz: 'UTC' });
     if (job.runAtStart) await boss.send(job.name, {});

@@ -16,6 +16,8 @@ import { PreciseError } from '../errors.ts';
 import type { KeyKind, KeyScope } from '../keys.ts';
 import { jobDefaults, startStack } from '../stack.ts';
 import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
+import { jobsStatus } from '../../scheduled/status.ts';
+import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { withCliDatabase } from './database.ts';
 
 const SEED_FILE = fileURLToPath(new URL('../../supabase/seed.sql', import.meta.url));
@@ -49,6 +51,7 @@ usage: precise <command> [options] [--json]
   failed replay [--org ORG_ID] [--id ID] [--limit N]
                                          replay them through validation and dedup
   seed                                   load the demo data of supabase/seed.sql (idempotent)
+  jobs status                            last runs, durations, queued work and failures of every job
   jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
@@ -96,6 +99,7 @@ const COMMANDS: Record<string, Command> = {
   'key create': runKeyCreate,
   'campaign create': runCampaignCreate,
   'jobs run': runJob,
+  'jobs status': runJobsStatus,
   seed: runSeed,
   'click-url': runClickUrl,
   'integration create': runIntegrationCreate,
@@ -343,6 +347,25 @@ async function runFailedReplay(context: Context): Promise<number> {
   return summary.refused > 0 ? 1 : 0;
 }
 
+async function runJobsStatus(context: Context): Promise<number> {
+  const status = await withCliDatabase(context.config, (db) => jobsStatus(db));
+  const when = (date: Date | null) => (date ? new Date(date).toISOString() : 'never');
+  const lines = [
+    status.scheduler_installed ? 'scheduler: installed' : 'scheduler: never started on this database (precise start or precise worker)',
+    ...status.jobs.map(
+      (job) =>
+        `${job.name.padEnd(18)} ${String(job.cron ?? '-').padEnd(12)} last ${when(job.last_completed_at)}` +
+        `${job.last_duration_ms !== null ? ` (${job.last_duration_ms} ms)` : ''}  queued ${job.queued}  active ${job.active}  failed ${job.failures}` +
+        (job.last_output ? `\n${' '.repeat(19)}${JSON.stringify(job.last_output)}` : ''),
+    ),
+    ...status.rollups.map(
+      (r: any) => `rollup ${r.name}: watermark ${r.watermark}, ${r.runs} runs, last ${when(r.last_run_at)}: ${r.last_events ?? 0} events, ${r.last_buckets ?? 0} buckets, ${r.last_rows ?? 0} rows in ${r.last_duration_ms ?? 0} ms`,
+    ),
+  ];
+  context.print(status, lines.join('\n'));
+  return 0;
+}
+
 async function runJob(context: Context, positionals: string[]): Promise<number> {
   const name = positionals[0];
   const job = name ? findJob(name) : undefined;
@@ -357,7 +380,12 @@ async function runJob(context: Context, positionals: string[]): Promise<number> 
     ...(context.flags.from ? { from: context.flags.from } : {}),
     ...(context.flags.to ? { to: context.flags.to } : {}),
   };
-  const result = await withCliDatabase(context.config, (db) => job.run(db, input));
+  const progress = progressBar(job.name, (line) => context.io.err(line));
+  const result = await withCliDatabase(context.config, (db) =>
+    job.name === 'rollup' && (input.from || input.to)
+      ? runRollup(db, input, ({ done, total }) => progress(done, total))
+      : job.run(db, input),
+  );
   const ms = Math.round(performance.now() - started);
   context.print({ job: job.name, ms, result }, `${job.name}: done in ${ms} ms ${JSON.stringify(result)}`);
   return 0;

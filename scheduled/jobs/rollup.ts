@@ -13,16 +13,39 @@ export interface RollupInput {
   to?: string;
 }
 
-export async function runRollup(db: Queryable, input: RollupInput = {}) {
+export interface BackfillProgress {
+  done: number;
+  total: number;
+}
+
+export async function runRollup(db: Queryable, input: RollupInput = {}, onProgress?: (progress: BackfillProgress) => void) {
   if (input.from || input.to) {
     const from = parseTime(input.from, 'from');
     const to = parseTime(input.to, 'to');
     if (to <= from) throw new PreciseError('invalid_argument', '--to must be after --from', { field: 'to' });
-    const { rows } = await db.query<{ result: object }>('select private.rollup_metrics_between($1, $2) as result', [from, to]);
-    return rows[0]!.result;
+    return backfill(db, from, to, onProgress);
   }
   const { rows } = await db.query<{ result: object }>('select private.rollup_metrics() as result');
   return rows[0]!.result;
+}
+
+/** Recomputes a range a day at a time (each day one transaction), reporting progress. */
+async function backfill(db: Queryable, from: Date, to: Date, onProgress?: (progress: BackfillProgress) => void) {
+  const day = 86_400_000;
+  const total = Math.ceil((to.getTime() - from.getTime()) / day);
+  const summary = { days: total, buckets: 0, rows: 0 };
+  for (let i = 0; i < total; i += 1) {
+    const start = new Date(from.getTime() + i * day);
+    const end = new Date(Math.min(to.getTime(), start.getTime() + day));
+    const { rows } = await db.query<{ result: { buckets: number; rows: number } }>(
+      'select private.rollup_metrics_between($1, $2) as result',
+      [start, end],
+    );
+    summary.buckets += rows[0]!.result.buckets;
+    summary.rows += Number(rows[0]!.result.rows);
+    onProgress?.({ done: i + 1, total });
+  }
+  return summary;
 }
 
 function parseTime(value: string | undefined, field: string): Date {

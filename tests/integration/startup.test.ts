@@ -8,6 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
 import { main } from '../../core/cli/main.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.url));
 
@@ -93,8 +94,16 @@ describe(`npm start (${BACKEND})`, () => {
     expect(code).toBe(0);
     const orgId = JSON.parse(out.join('')).id as string;
 
-    // pg-boss ran the partition upkeep job at start
+    // pg-boss ran the partition upkeep job at start, and jobs status says so
     await expect.poll(() => first.output(), { timeout: 20_000 }).toMatch(/jobs: partition-upkeep done/);
+    const status = await runCli(env, 'jobs', 'status', '--json');
+    expect(status.code).toBe(0);
+    const upkeep = status.json.jobs.find((job: { name: string }) => job.name === 'partition-upkeep');
+    const rollupJob = status.json.jobs.find((job: { name: string }) => job.name === 'rollup');
+    expect(upkeep).toMatchObject({ cron: '7 0 * * *', failures: 0, last_output: { daysAhead: 14 } });
+    expect(upkeep.last_completed_at).not.toBeNull();
+    expect(rollupJob).toMatchObject({ cron: '* * * * *' });
+    expect(status.json.rollups[0]).toMatchObject({ name: 'metrics_15m' });
 
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
