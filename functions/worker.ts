@@ -15,6 +15,8 @@ import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
+import { partitionUpkeepJob } from '../scheduled/jobs/partition-upkeep.ts';
+import { rollupJob } from '../scheduled/jobs/rollup.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
@@ -103,8 +105,22 @@ function edgeServices(env: Bindings): Services {
 
 const app = createApp({ services: edgeServices });
 
+/**
+ * Cron triggers, for a deployment without a Node worker: the rollup every minute, partition
+ * upkeep daily ("7 0 * * *"). The same SQL functions as the pg-boss jobs; a run that finds
+ * another one in progress (a Node worker, an overlapping trigger) returns skipped.
+ */
+async function runScheduled(cron: string, env: Bindings): Promise<void> {
+  const backend = edgeBackend(env);
+  if (!backend.readDb) throw new PreciseError('config_invalid', 'scheduled jobs need DB_DRIVER=hyperdrive');
+  const job = cron === '7 0 * * *' ? partitionUpkeepJob : rollupJob;
+  const result = await job.run(backend.readDb, {});
+  console.log(`scheduled ${job.name}: ${JSON.stringify(result)}`);
+}
+
 export default {
   fetch: app.fetch,
+  scheduled: (controller, env, ctx) => ctx.waitUntil(runScheduled(controller.cron, env)),
   async queue(batch, env) {
     const backend = edgeBackend(env);
     try {

@@ -1,4 +1,4 @@
-import type { Database } from '../core/db/port.ts';
+import type { Queryable } from '../core/db/port.ts';
 
 /** A scheduled job: a name (its pg-boss queue), an optional cron (UTC) and the work. */
 export interface JobDefinition<Input extends object = object> {
@@ -6,5 +6,6 @@ export interface JobDefinition<Input extends object = object> {
   cron?: string;
   /** Runs once when a scheduler starts too, so a fresh stack does not wait for the first cron. */
   runAtStart?: boolean;
-  run(db: Database, input: Input): Promise<object>;
+  /** The work: plain SQL through the port, so pg-boss, the CLI and a Worker cron can all run it. */
+  run(db: Queryable, input: Input): Promise<object>;
 }

@@ -38,3 +38,27 @@ describe('postbacks and webhooks in workerd', () => {
     expect(rows[0]!.n).toBe(1);
   });
 });
+
+describe('cron triggers in workerd', () => {
+  it('rolls up what arrived when the minute trigger fires', async () => {
+    const { createExecutionContext, createScheduledController, waitOnExecutionContext } = await import('cloudflare:test');
+    const { default: worker } = await import('../../functions/worker.ts');
+    const batch = await request('/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${env.TEST_INGEST_KEY}` },
+      body: JSON.stringify({ events: [{ event_id: 'wk-cron-1', type: 'impression', occurred_at: '2026-11-01T10:05:00Z' }] }),
+    });
+    expect(batch.status).toBe(202);
+    // the batch went through the queue: wait until the consumer has written it
+    await expect.poll(async () => (await db.query(`select 1 from events where event_id = 'wk-cron-1'`)).rows.length, { timeout: 15_000 }).toBe(1);
+    const ctx = createExecutionContext();
+    await worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), env, ctx);
+    await waitOnExecutionContext(ctx);
+    const { rows } = await db.query<{ value: string }>(
+      `select value::text from metrics where org_id = $1 and metric = 'impressions' and entity_type = 'organization'
+       and bucket_start = '2026-11-01T10:00:00Z'`,
+      [env.TEST_ORG_ID],
+    );
+    expect(rows).toEqual([{ value: '1' }]);
+  });
+});
