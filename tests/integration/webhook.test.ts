@@ -170,8 +170,8 @@ describe(`signed DSP webhooks POST /v1/webhooks/:integration (${BACKEND})`, () =
     const failures = [
       await deliver('canonical', null, { raw: payload, signature: null }),
       await deliver('canonical', null, { raw: payload, signature: 'garbage' }),
-      await deliver('canonical', null, { raw: payload, signature: signWebhook(secret, now() - 301, payload) }),
-      await deliver('canonical', null, { raw: payload, signature: signWebhook(secret, now() + 301, payload) }),
+      await deliver('canonical', null, { raw: payload, signature: signWebhook(secret, now() - 400, payload) }),
+      await deliver('canonical', null, { raw: payload, signature: signWebhook(secret, now() + 400, payload) }),
       await deliver('canonical', null, { raw: payload, signature: signWebhook(secret, now(), `${payload} `) }),
       await deliver('canonical', null, { raw: payload, signature: signWebhook(webhookSecret(SERVER_SECRET, integrations.win!), now(), payload) }),
       await deliver('00000000-0000-4000-8000-000000000000', null, { raw: payload, signature: signWebhook(secret, now(), payload) }),

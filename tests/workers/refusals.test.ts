@@ -63,7 +63,7 @@ describe('refusals in workerd', () => {
     const answers = [
       await post(env.TEST_INTEGRATION_ID),
       await post(env.TEST_INTEGRATION_ID, 'nonsense'),
-      await post(env.TEST_INTEGRATION_ID, signWebhook(secret, now - 301, payload)),
+      await post(env.TEST_INTEGRATION_ID, signWebhook(secret, now - 400, payload)),
       await post(env.TEST_INTEGRATION_ID, signWebhook('whsec_other', now, payload)),
       await post('00000000-0000-4000-8000-000000000000', signWebhook(secret, now, payload)),
     ];
