@@ -1,5 +1,6 @@
 import type { NodeConfig } from './config.ts';
-import { openEmbeddedPglite, lockDataDir, servePglite } from './db/embedded.ts';
+import { openEmbeddedPglite, lockDataDir, readStackState, servePglite } from './db/embedded.ts';
+import { PreciseError } from './errors.ts';
 import { migrate } from './db/migrate.ts';
 import { openPostgres } from './db/postgres.ts';
 import type { Database } from './db/port.ts';
@@ -79,4 +80,32 @@ export function jobDefaults(config: NodeConfig): Record<string, object> {
 function logMigration(report: Awaited<ReturnType<typeof migrate>>, log: (line: string) => void) {
   if (report.bootstrapped) log('database: applied the Supabase compatibility bootstrap');
   log(`database: ${report.applied.length} migration(s) applied, ${report.skipped.length} already applied`);
+}
+
+/**
+ * A job worker without HTTP: pg-boss on the database of DATABASE_URL, or of a running
+ * `precise start` (its socket). Several can run at once; pg-boss's exclusive queues and the
+ * rollup's lock keep them from doing the same work twice.
+ */
+export async function startWorker(config: NodeConfig, log: (line: string) => void) {
+  const running = config.DATABASE_URL ? undefined : await readStackState(config.PRECISE_DATA_DIR);
+  const databaseUrl = config.DATABASE_URL ?? running?.databaseUrl;
+  if (!databaseUrl) {
+    throw new PreciseError('invalid_argument', 'precise worker needs DATABASE_URL, or a running precise start in this data dir');
+  }
+  const db = openPostgres({ connectionString: databaseUrl, max: 4, applicationName: 'precise-worker' });
+  try {
+    const scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config) });
+    log('jobs: pg-boss worker running');
+    return {
+      databaseUrl,
+      stop: async () => {
+        await scheduler.stop();
+        await db.close();
+      },
+    };
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
 }

@@ -14,7 +14,7 @@ import { DataDirBusyError } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
 import { PreciseError } from '../errors.ts';
 import type { KeyKind, KeyScope } from '../keys.ts';
-import { jobDefaults, startStack } from '../stack.ts';
+import { jobDefaults, startStack, startWorker } from '../stack.ts';
 import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
 import { jobsStatus } from '../../scheduled/status.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
@@ -36,6 +36,7 @@ const USAGE = `precise: the Precise event backend
 usage: precise <command> [options] [--json]
 
   start                                  run the whole stack (database, HTTP, jobs)
+  worker                                 run the pg-boss job worker only (any number, on DATABASE_URL)
   migrate                                apply supabase/migrations
   org create --name NAME [--kind data_owner|media_buyer|both] [--properties JSON]
   key create --org ORG_ID --kind publishable|secret|postback [--scopes ingest,read,admin] [--name NAME]
@@ -95,6 +96,7 @@ type Command = (context: Context, positionals: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   start: runStart,
   migrate: runMigrate,
+  worker: runWorker,
   'org create': runOrgCreate,
   'key create': runKeyCreate,
   'campaign create': runCampaignCreate,
@@ -175,6 +177,16 @@ async function runStart({ config, io }: Context): Promise<number> {
   const signal = await io.stopSignal();
   io.out(`${signal}: stopping`);
   await stack.stop();
+  io.out('stopped');
+  return 0;
+}
+
+async function runWorker({ config, io }: Context): Promise<number> {
+  const worker = await startWorker(config, (line) => io.out(line));
+  io.out(`precise worker is running on ${worker.databaseUrl.replace(/:[^:@/]*@/, ':***@')}  (Ctrl-C to stop)`);
+  const signal = await io.stopSignal();
+  io.out(`${signal}: stopping`);
+  await worker.stop();
   io.out('stopped');
   return 0;
 }

@@ -105,6 +105,18 @@ describe(`npm start (${BACKEND})`, () => {
     expect(rollupJob).toMatchObject({ cron: '* * * * *' });
     expect(status.json.rollups[0]).toMatchObject({ name: 'metrics_15m' });
 
+    // a separate job worker joins the same database, and stops cleanly too
+    const worker = spawn(process.execPath, [PRECISE, 'worker'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let workerOutput = '';
+    worker.stdout!.on('data', (chunk) => (workerOutput += chunk));
+    worker.stderr!.on('data', (chunk) => (workerOutput += chunk));
+    const workerExited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
+    await expect.poll(() => workerOutput, { timeout: 30_000 }).toMatch(/precise worker is running/);
+    expect(workerOutput).not.toMatch(/postgres:postgres@/);
+    worker.kill('SIGTERM');
+    expect(await workerExited).toBe(0);
+    expect(workerOutput).toMatch(/SIGTERM: stopping\s+stopped/);
+
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     expect(first.output()).toMatch(/SIGTERM: stopping\s+stopped/);
@@ -124,6 +136,12 @@ describe(`npm start (${BACKEND})`, () => {
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);
     }
+  });
+
+  it('refuses to start a worker with no database to work on', async () => {
+    const lonely = await runCli({ PRECISE_DATA_DIR: dataDir, DATABASE_URL: '' }, 'worker');
+    expect(lonely.code).toBe(2);
+    expect(lonely.err).toMatch(/needs DATABASE_URL, or a running precise start/);
   });
 
   it('refuses a bad configuration with the variable named', async () => {
