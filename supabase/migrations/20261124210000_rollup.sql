@@ -77,16 +77,23 @@ begin
   where m.org_id = b.org_id and m.bucket_start = b.bucket_start and m.granularity = '15m'
     and m.metric = any (private.rollup_metric_names());
 
-  with scoped as (
+  -- A day at a time (one partition each, pruned at run time), then a hash match on
+  -- (org, bucket): never a range probe per bucket.
+  with days as (
+    select distinct date_trunc('day', b.bucket_start, 'UTC') as day from pg_temp.rollup_buckets b
+  ),
+  scoped as (
     select e.*,
            private.bucket_15m(e.occurred_at) as bucket,
            coalesce((e.context ->> 'bot')::boolean, false) as is_bot,
            e.context -> 'geo' ->> 'country' as country,
            e.context -> 'device' ->> 'type' as device_type
-    from public.events e
-    join pg_temp.rollup_buckets b
-      on e.org_id = b.org_id
-     and e.occurred_at >= b.bucket_start and e.occurred_at < b.bucket_start + interval '15 minutes'
+    from days d
+    cross join lateral (
+      select * from public.events x
+      where x.occurred_at >= d.day and x.occurred_at < d.day + interval '1 day'
+    ) e
+    join pg_temp.rollup_buckets b on b.org_id = e.org_id and b.bucket_start = private.bucket_15m(e.occurred_at)
   ),
   counted as (
     select s.org_id, s.bucket, s.country, s.device_type, s.campaign_id, s.creative_id, s.asset_ids,
@@ -104,18 +111,25 @@ begin
   ),
   -- conversions whose first event lies in a recomputed bucket, with their latest status
   conversion_keys as (
-    select distinct s.org_id, coalesce(s.click_id || ' ' || coalesce(s.properties ->> 'txid', ''), s.event_id) as conversion_key
+    select distinct s.org_id, s.click_id, s.properties ->> 'txid' as txid, s.event_id as lone_event_id
     from scoped s
     where s.type = 'conversion'
   ),
+  -- every event of those conversions: by click_id (indexed) and txid, or the lone event itself
   conversion_events as (
-    select e.*, k.conversion_key,
+    select e.*, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
            e.context -> 'geo' ->> 'country' as country,
            e.context -> 'device' ->> 'type' as device_type
-    from conversion_keys k
+    from (select distinct org_id, click_id, txid from conversion_keys where click_id is not null) k
     join public.events e
-      on e.org_id = k.org_id and e.type = 'conversion'
-     and coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) = k.conversion_key
+      on e.org_id = k.org_id and e.click_id = k.click_id and e.type = 'conversion'
+     and (e.properties ->> 'txid') is not distinct from k.txid
+    union all
+    select s.*, s.event_id,
+           s.context -> 'geo' ->> 'country', s.context -> 'device' ->> 'type'
+    from public.events s
+    join conversion_keys k on k.click_id is null and s.org_id = k.org_id and s.event_id = k.lone_event_id
+    where s.type = 'conversion'
   ),
   -- where and for what the conversion happened: its first event
   conversion_firsts as (
