@@ -84,3 +84,20 @@ export function countOutcomes(outcomes: EventOutcome[]) {
     duplicates: outcomes.filter((outcome) => outcome === 'duplicate').length,
   };
 }
+
+/**
+ * JSON events of one request (beacon, batch API): validated as the request's organization,
+ * enriched once, and sent with their refusals in one write; durable when it resolves.
+ */
+export async function ingestJsonEvents(c: Context<AppEnv>, inputs: unknown[], source: 'beacon' | 'batch') {
+  const normalised = normaliseInputs(inputs, {
+    orgId: c.get('key').org_id,
+    source,
+    context: requestContext(c, source),
+    receivedAt: new Date(),
+    payloadFormat: 'json',
+    rawOf: (index) => JSON.stringify(inputs[index]),
+  });
+  const receipt = await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
+  return { normalised, receipt };
+}

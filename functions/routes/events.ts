@@ -4,7 +4,7 @@ import { PreciseError } from '../../core/errors.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import type { AppEnv } from '../env.ts';
 import { requireKey } from '../middleware/auth.ts';
-import { countOutcomes, normaliseInputs, requestContext, type RejectedEvent } from '../ingest.ts';
+import { countOutcomes, ingestJsonEvents, type RejectedEvent } from '../ingest.ts';
 
 /**
  * POST /v1/events: the batch API for server-side senders. `{ "events": [...] }`, up to 1,000
@@ -24,15 +24,7 @@ eventsRoutes.post(
   requireKey({ kinds: ['secret'], scope: 'ingest', from: 'bearer' }),
   async (c) => {
     const events = parseEnvelope(await c.req.text());
-    const normalised = normaliseInputs(events, {
-      orgId: c.get('key').org_id,
-      source: 'batch',
-      context: requestContext(c, 'batch'),
-      receivedAt: new Date(),
-      payloadFormat: 'json',
-      rawOf: (index) => JSON.stringify(events[index]),
-    });
-    const receipt = await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
+    const { normalised, receipt } = await ingestJsonEvents(c, events, 'batch');
     const rejected: RejectedEvent[] = [
       ...normalised.rejected,
       ...receipt.outcomes.flatMap((outcome, i) =>

@@ -5,8 +5,8 @@ import { LIMITS } from '../../core/events/limits.ts';
 import { pixelInput } from '../../core/events/pixel-params.ts';
 import { toPreciseError } from '../errors.ts';
 import type { AppEnv } from '../env.ts';
-import { authenticate } from '../middleware/auth.ts';
-import { countOutcomes, normaliseInputs, requestContext } from '../ingest.ts';
+import { authenticate, requireKey } from '../middleware/auth.ts';
+import { countOutcomes, ingestJsonEvents, normaliseInputs, requestContext } from '../ingest.ts';
 
 /**
  * GET /v1/px: the pixel. Answers a 43-byte transparent GIF, never cached; on bad input the same
@@ -67,24 +67,13 @@ pixelRoutes.post(
       throw new PreciseError('payload_too_large', `a beacon body is at most ${LIMITS.beaconBytes} bytes`);
     },
   }),
+  requireKey({ kinds: ['publishable'], from: 'query' }),
   async (c) => {
-    const key = await authenticate(c, { kinds: ['publishable'], from: 'query' });
-    c.set('key', key);
-    const inputs = parseBeacon(await c.req.text());
-    const normalised = normaliseInputs(
-      inputs.map((input) =>
-        typeof input === 'object' && input !== null && !('type' in input) ? { ...input, type: 'impression' } : input,
-      ),
-      {
-        orgId: key.org_id,
-        source: 'beacon',
-        context: requestContext(c, 'beacon'),
-        receivedAt: new Date(),
-        payloadFormat: 'json',
-        rawOf: (index) => JSON.stringify(inputs[index]),
-      },
+    const inputs = parseBeacon(await c.req.text()).map((input) =>
+      // a beacon event without a type is an impression, as on the pixel
+      typeof input === 'object' && input !== null && !('type' in input) ? { ...input, type: 'impression' } : input,
     );
-    const receipt = await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
+    const { normalised, receipt } = await ingestJsonEvents(c, inputs, 'beacon');
     if (normalised.rejected.length > 0) {
       const first = normalised.rejected[0]!;
       throw new PreciseError('validation_failed', `${normalised.rejected.length} of ${inputs.length} events refused: ${first.message}`, {
