@@ -145,15 +145,16 @@ grant execute on function private.insert_events(jsonb) to service_role;
 revoke all on function public.ingest_events(jsonb) from public, anon, authenticated;
 grant execute on function public.ingest_events(jsonb) to service_role;
 
--- The live key with this hash (not revoked, not expired). A function so that the edge's
--- supabase-js path (rpc) and the SQL path ask the same question the same way.
+-- The live key with this hash (not revoked, not expired), with its settings (a postback
+-- token's param_map). A function so that the edge's supabase-js path (rpc) and the SQL path ask
+-- the same question the same way.
 create function public.resolve_api_key(p_key_hash text)
-returns table (id uuid, org_id uuid, kind text, scopes text[], key_hash text)
+returns table (id uuid, org_id uuid, kind text, scopes text[], key_hash text, properties jsonb)
 language sql
 stable
 set search_path = ''
 as $$
-  select k.id, k.org_id, k.kind, k.scopes, k.key_hash
+  select k.id, k.org_id, k.kind, k.scopes, k.key_hash, k.properties
   from public.api_keys k
   where k.key_hash = p_key_hash
     and k.revoked_at is null

@@ -4,23 +4,6 @@
 -- pending -> rejected. The check and the insert run under a lock on the key, so a network
 -- retrying, or sending two statuses at once, cannot slip past it.
 
--- Postback tokens carry their own parameter map in properties; the edge needs it.
-drop function public.resolve_api_key(text);
-create function public.resolve_api_key(p_key_hash text)
-returns table (id uuid, org_id uuid, kind text, scopes text[], key_hash text, properties jsonb)
-language sql
-stable
-set search_path = ''
-as $$
-  select k.id, k.org_id, k.kind, k.scopes, k.key_hash, k.properties
-  from public.api_keys k
-  where k.key_hash = p_key_hash
-    and k.revoked_at is null
-    and (k.expires_at is null or k.expires_at > now())
-$$;
-revoke all on function public.resolve_api_key(text) from public, anon, authenticated;
-grant execute on function public.resolve_api_key(text) to service_role;
-
 create function private.status_transition_allowed(p_from text, p_to text) returns boolean
 language sql
 immutable
