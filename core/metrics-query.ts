@@ -83,12 +83,13 @@ export async function queryMetrics(db: Queryable, query: MetricsQuery): Promise<
                 ('1 ' || $7)::interval) as local_bucket
      ),
      summed as (
-       select date_trunc($7, m.bucket_start at time zone $6) as local_bucket, m.metric, sum(m.value) as value
-       from public.metrics m
-       where m.org_id = $1 and m.entity_type = $2 and m.entity_id = $3 and m.granularity = '15m'
-         and m.metric = any ($4::text[])
-         and m.bucket_start >= $5::timestamptz and m.bucket_start < $8::timestamptz
-         and ($9::text is null or m.dimensions ->> 'currency' = $9 or not (m.dimensions ? 'currency'))
+       select date_trunc($7, p.bucket_start at time zone $6) as local_bucket, s.metric, sum(p.value) as value
+       from public.metric_series s
+       join public.metric_points p on p.org_id = s.org_id and p.series_id = s.id
+       where s.org_id = $1 and s.entity_type = $2 and s.entity_id = $3 and s.granularity = '15m'
+         and s.metric = any ($4::text[])
+         and ($9::text is null or s.dimensions ->> 'currency' = $9 or not (s.dimensions ? 'currency'))
+         and p.bucket_start >= $5::timestamptz and p.bucket_start < $8::timestamptz
        group by 1, 2
      )
      select to_char(s.local_bucket, 'YYYY-MM-DD"T"HH24:MI:SS') as local_bucket,

@@ -29,8 +29,12 @@ export async function runRollup(db: Queryable, input: RollupInput = {}, onProgre
   return rows[0]!.result;
 }
 
-/** Recomputes a range a day at a time (each day one transaction), reporting progress. */
+/**
+ * Recomputes a range a day at a time (each day one transaction), reporting progress. A recompute
+ * counts the events below the watermark, so pending events are folded in first.
+ */
 async function backfill(db: Queryable, from: Date, to: Date, onProgress?: (progress: BackfillProgress) => void) {
+  await db.query('select private.rollup_metrics()');
   const day = 86_400_000;
   const total = Math.ceil((to.getTime() - from.getTime()) / day);
   const summary = { days: total, buckets: 0, rows: 0 };

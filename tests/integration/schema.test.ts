@@ -11,7 +11,7 @@ const SEED_TABLES = [
   'data_assets',
   'campaigns',
   'events',
-  'metrics',
+  'metric_series',
   'relationships',
   'transactions',
   'permissions',
@@ -19,9 +19,11 @@ const SEED_TABLES = [
   'api_keys',
   'failed_events',
 ];
-// Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for sender-chosen
-// event ids, the webhook deliveries seen within the signature tolerance, and rollup watermarks.
-const ALL_TABLES = [...SEED_TABLES, 'integrations', 'event_ids', 'webhook_deliveries', 'rollup_state'];
+// The seed's metrics table is stored as series (above) and their points; public.metrics is a
+// view of both. Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for
+// sender-chosen event ids, the webhook deliveries seen within the signature tolerance, and
+// rollup watermarks.
+const ALL_TABLES = [...SEED_TABLES, 'metric_points', 'integrations', 'event_ids', 'webhook_deliveries', 'rollup_state'];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));
 
@@ -121,11 +123,11 @@ describe(`schema (${BACKEND})`, () => {
   it('audits every entity table but never copies a key hash into the trail', async () => {
     const { rows } = await test.db.query<{ table_name: string }>('select distinct table_name from audit_log');
     const audited = rows.map((row) => row.table_name);
-    for (const table of ENTITY_TABLES.filter((t) => !['metrics', 'failed_events'].includes(t))) {
+    for (const table of ENTITY_TABLES.filter((t) => !['metric_series', 'failed_events'].includes(t))) {
       expect({ table, audited: audited.includes(table) }).toEqual({ table, audited: true });
     }
     expect(audited).not.toContain('events');
-    expect(audited).not.toContain('metrics');
+    expect(audited).not.toContain('metric_series');
     const keyRows = await test.db.query<{ new_data: Record<string, unknown> }>(
       `select new_data from audit_log where table_name = 'api_keys'`,
     );

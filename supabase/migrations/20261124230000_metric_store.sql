@@ -1,0 +1,520 @@
+-- Metric storage built for the rollup's volume, and an additive incremental rollup.
+--
+-- Why: in sparse ad-tech shapes (hundreds of creatives x countries x device types x 96 buckets a
+-- day) one event makes about 1.3 metric rows, so the cost of writing a row decides the rollup's
+-- speed. The first metrics table keyed every row on (org, entity type, entity id, metric,
+-- granularity, bucket, dimensions jsonb) with a second index: ~15 us per row written. Here a
+-- series (org, metric, entity, granularity, dimensions) is named once in metric_series, and a
+-- point is a narrow (org_id, series_id, bucket_start, value) row: ~2 us per row.
+--
+-- public.metrics stays, as a view with the same columns over the two tables (readers, RLS and
+-- the campaign_summary view are unchanged), and stays writable for low-volume writers (later
+-- jobs, psql): an insert names the series and adds the point.
+--
+-- The rollup now folds each window of new events in once, additively (value = value + delta),
+-- atomically with its watermark: its cost follows the new events, never the history of the
+-- buckets they touch. A conversion whose state changes (a status, a later amount, an earlier
+-- first event) contributes its new state minus its old one. A range recompute (--from/--to)
+-- still rebuilds rows absolutely from the log, counting exactly the events below the
+-- watermark, so the two paths always agree; a point whose value nets to zero is removed, and a
+-- recompute writes none.
+
+create table public.metric_series (
+  org_id uuid not null,
+  id bigint generated always as identity,
+  metric text not null check (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
+  entity_type text not null check (entity_type ~ '^[a-z][a-z0-9_]{0,62}$'),
+  entity_id text not null check (length(entity_id) between 1 and 128),
+  granularity text not null check (granularity in ('15m', 'hour', 'day', 'week', 'month')),
+  -- e.g. {"country": "DE", "device_type": "mobile", "currency": "EUR"}; {} when none
+  dimensions jsonb not null default '{}' check (jsonb_typeof(dimensions) = 'object'),
+  properties jsonb not null default '{}' check (jsonb_typeof(properties) = 'object'),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  primary key (org_id, id),
+  unique (org_id, entity_type, entity_id, metric, granularity, dimensions)
+);
+comment on table public.metric_series is 'One metric time series: what is counted, for which entity, split by which dimensions.';
+
+-- No foreign key to metric_series: a check per written point would double the rollup's cost;
+-- only the rollup and the metrics view's trigger write points, and both name the series first.
+create table public.metric_points (
+  org_id uuid not null,
+  series_id bigint not null,
+  bucket_start timestamptz not null,
+  value numeric not null,
+  primary key (org_id, series_id, bucket_start)
+);
+comment on table public.metric_points is 'The values of metric_series, one row per bucket (read them through public.metrics).';
+
+create trigger touch_updated_at before update on public.metric_series
+  for each row execute function private.touch_updated_at();
+
+-- The rows of the first table move over unchanged.
+insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions, properties)
+select distinct on (m.org_id, m.entity_type, m.entity_id, m.metric, m.granularity, m.dimensions)
+       m.org_id, m.metric, m.entity_type, m.entity_id, m.granularity, m.dimensions, m.properties
+from public.metrics m
+order by m.org_id, m.entity_type, m.entity_id, m.metric, m.granularity, m.dimensions, m.updated_at desc;
+
+insert into public.metric_points (org_id, series_id, bucket_start, value)
+select m.org_id, s.id, m.bucket_start, m.value
+from public.metrics m
+join public.metric_series s
+  on s.org_id = m.org_id and s.entity_type = m.entity_type and s.entity_id = m.entity_id
+ and s.metric = m.metric and s.granularity = m.granularity and s.dimensions = m.dimensions;
+
+drop view public.campaign_summary;
+drop table public.metrics;
+
+create view public.metrics
+with (security_invoker = true)
+as
+select s.org_id, s.metric, s.entity_type, s.entity_id, s.granularity, p.bucket_start, s.dimensions, p.value,
+       s.properties, s.created_at, s.updated_at
+from public.metric_series s
+join public.metric_points p on p.org_id = s.org_id and p.series_id = s.id;
+comment on view public.metrics is
+  'Every metric value: one row per series and bucket (writable: an insert names the series and adds the point).';
+
+-- Same definition as in 20261124160500_views.sql, now over the view.
+create view public.campaign_summary
+with (security_invoker = true)
+as
+with totals as (
+  select
+    m.org_id,
+    m.entity_id as campaign_id,
+    sum(m.value) filter (where m.metric = 'impressions') as impressions,
+    sum(m.value) filter (where m.metric = 'clicks') as clicks,
+    sum(m.value) filter (where m.metric = 'conversions') as conversions,
+    sum(m.value) filter (where m.metric = 'spend') as spend,
+    min(m.bucket_start) as first_bucket,
+    max(m.bucket_start) as last_bucket
+  from public.metrics m
+  where m.entity_type = 'campaign' and m.granularity = '15m'
+  group by m.org_id, m.entity_id
+)
+select
+  c.org_id,
+  c.id as campaign_id,
+  c.name,
+  c.status,
+  c.starts_at,
+  c.ends_at,
+  (c.properties ->> 'budget')::numeric as budget,
+  coalesce(t.impressions, 0) as impressions,
+  coalesce(t.clicks, 0) as clicks,
+  coalesce(t.conversions, 0) as conversions,
+  coalesce(t.spend, 0) as spend,
+  t.clicks / nullif(t.impressions, 0) as ctr,
+  t.conversions / nullif(t.clicks, 0) as cvr,
+  t.spend / nullif(t.conversions, 0) as cpa,
+  t.spend / nullif((c.properties ->> 'budget')::numeric, 0) as budget_used,
+  t.first_bucket,
+  t.last_bucket
+from public.campaigns c
+left join totals t on t.org_id = c.org_id and t.campaign_id = c.id::text;
+
+-- Writes through the view. SECURITY INVOKER: the writer's own rights on the two tables apply
+-- (members can only read them).
+create function private.metrics_view_write() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_series bigint;
+begin
+  if tg_op in ('UPDATE', 'DELETE') then
+    delete from public.metric_points p
+    using public.metric_series s
+    where s.org_id = old.org_id and s.entity_type = old.entity_type and s.entity_id = old.entity_id
+      and s.metric = old.metric and s.granularity = old.granularity and s.dimensions = old.dimensions
+      and p.org_id = s.org_id and p.series_id = s.id and p.bucket_start = old.bucket_start;
+    if tg_op = 'DELETE' then
+      return old;
+    end if;
+  end if;
+  insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions, properties)
+  values (new.org_id, new.metric, new.entity_type, new.entity_id, new.granularity,
+          coalesce(new.dimensions, '{}'), coalesce(new.properties, '{}'))
+  on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
+  select s.id into v_series
+  from public.metric_series s
+  where s.org_id = new.org_id and s.entity_type = new.entity_type and s.entity_id = new.entity_id
+    and s.metric = new.metric and s.granularity = new.granularity and s.dimensions = coalesce(new.dimensions, '{}');
+  -- a second value for the same series and bucket is refused (unique_violation), as by a table
+  insert into public.metric_points (org_id, series_id, bucket_start, value)
+  values (new.org_id, v_series, new.bucket_start, new.value);
+  return new;
+end
+$$;
+create trigger write_metrics instead of insert or update or delete on public.metrics
+  for each row execute function private.metrics_view_write();
+
+alter table public.metric_series enable row level security;
+create policy "metric_series: members read" on public.metric_series
+  for select to authenticated using (org_id in (select private.user_org_ids()));
+alter table public.metric_points enable row level security;
+create policy "metric_points: members read" on public.metric_points
+  for select to authenticated using (org_id in (select private.user_org_ids()));
+
+revoke all on table public.metric_series, public.metric_points, public.metrics, public.campaign_summary
+  from anon, authenticated;
+grant select on table public.metric_series, public.metric_points, public.metrics, public.campaign_summary
+  to authenticated;
+grant all on table public.metric_series, public.metric_points, public.metrics, public.campaign_summary
+  to service_role;
+revoke all on function private.metrics_view_write() from public;
+grant execute on function private.metrics_view_write() to service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- The rollup. Both paths fill pg_temp.rollup_facts with signed amounts at the finest grain, and
+-- private.apply_rollup_facts() fans them out to the entities and adds them to the points.
+-- ---------------------------------------------------------------------------------------------
+
+drop function private.rollup_metrics_between(timestamptz, timestamptz);
+drop function private.rollup_metrics();
+drop function private.recompute_metric_buckets(jsonb);
+drop function private.rollup_metric_names();
+drop function private.bucket_15m(timestamptz);
+
+-- The conversions of the keys in pg_temp.rollup_conversion_events, as facts: each key counts
+-- once, in the bucket of its first event and for that event's campaign, creative, assets,
+-- country and device, while its latest status is approved (none means approved), with its latest
+-- amount. p_sign 1 adds, -1 takes away.
+create function private.conversion_facts(p_below xid8, p_sign integer)
+returns table (org_id uuid, bucket timestamptz, campaign_id uuid, creative_id text, asset_ids uuid[],
+               country text, device_type text, currency text, metric text, amount numeric)
+language plpgsql
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  return query
+  with chosen as (
+    select * from pg_temp.rollup_conversion_events c where c.ingest_xid < p_below
+  ),
+  firsts as (
+    select distinct on (c.org_id, c.conversion_key) c.*
+    from chosen c
+    order by c.org_id, c.conversion_key, c.occurred_at, c.received_at, c.event_id
+  ),
+  latest as (
+    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, coalesce(c.status, 'approved') as status
+    from chosen c
+    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
+  ),
+  amounts as (
+    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, c.value, c.currency
+    from chosen c
+    where c.value is not null
+    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
+  )
+  select f.org_id, date_bin('15 minutes', f.occurred_at, timestamptz '2000-01-01 00:00:00+00'),
+         f.campaign_id, f.creative_id, f.asset_ids, f.country, f.device_type, x.currency, x.metric, p_sign * x.amount
+  from firsts f
+  join latest l on l.org_id = f.org_id and l.conversion_key = f.conversion_key and l.status = 'approved'
+  left join amounts a on a.org_id = f.org_id and a.conversion_key = f.conversion_key
+  cross join lateral (values ('conversions', 1::numeric, ''), ('conversion_value', a.value, coalesce(a.currency, '')))
+    as x(metric, amount, currency)
+  where x.amount is not null;
+end
+$$;
+
+-- Collects every event (below p_below) of the conversions keyed in pg_temp.rollup_conversion_keys:
+-- by click_id and txid (indexed by click_id), or the lone event itself when it has no click_id
+-- (event ids are unique per organization, so a lone conversion is one event).
+create function private.collect_conversion_events(p_below xid8) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  drop table if exists pg_temp.rollup_conversion_events;
+  create temporary table rollup_conversion_events on commit drop as
+  select e.org_id, k.conversion_key, e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value,
+         e.currency, e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
+         coalesce(e.context -> 'geo' ->> 'country', '') as country,
+         coalesce(e.context -> 'device' ->> 'type', '') as device_type
+  from pg_temp.rollup_conversion_keys k
+  join public.events e
+    on e.org_id = k.org_id and e.click_id = k.click_id and e.type = 'conversion'
+   and coalesce(e.properties ->> 'txid', '') = k.txid
+  where k.click_id is not null and e.ingest_xid < p_below
+  union all
+  select k.org_id, k.conversion_key, k.event_id, k.occurred_at, k.received_at, k.ingest_xid, k.status, k.value,
+         k.currency, k.campaign_id, k.creative_id, k.asset_ids, k.country, k.device_type
+  from pg_temp.rollup_conversion_keys k
+  where k.click_id is null and k.ingest_xid < p_below;
+  analyze pg_temp.rollup_conversion_events;
+end
+$$;
+
+-- Adds pg_temp.rollup_facts to the points: per organization, campaign, creative and data asset,
+-- with country and device type (and currency for amounts) as dimensions. Returns the number of
+-- points written. The facts come in a few thousand distinct shapes (org, metric, campaign,
+-- creative, assets, country, device, currency); each shape is resolved to its series ids once,
+-- so the heavy grouping and the merge work on (org_id, series_id, bucket) alone, in the order
+-- of the points' primary key.
+create function private.apply_rollup_facts() returns bigint
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_rows bigint;
+  v_nestloop text;
+  v_mergejoin text;
+  v_hashjoin text;
+begin
+  drop table if exists pg_temp.rollup_shapes;
+  create temporary table rollup_shapes on commit drop as
+  select row_number() over () as shape_id, s.*
+  from (
+    select distinct f.org_id, f.metric, f.campaign_id, f.creative_id, f.asset_ids, f.country, f.device_type, f.currency
+    from pg_temp.rollup_facts f
+  ) s;
+
+  -- every series a shape adds to: its organization, campaign, creative and data assets
+  drop table if exists pg_temp.rollup_shape_series;
+  create temporary table rollup_shape_series on commit drop as
+  select s.shape_id, s.org_id, s.metric, x.entity_type, x.entity_id,
+         jsonb_strip_nulls(jsonb_build_object('country', nullif(s.country, ''), 'device_type', nullif(s.device_type, ''),
+                                              'currency', nullif(s.currency, ''))) as dimensions,
+         null::bigint as series_id
+  from pg_temp.rollup_shapes s
+  cross join lateral (
+    select 'organization', s.org_id::text
+    union all select 'campaign', s.campaign_id::text where s.campaign_id is not null
+    union all select 'creative', s.creative_id where s.creative_id is not null
+    union all select distinct 'data_asset', a::text from unnest(s.asset_ids) as a
+  ) as x(entity_type, entity_id);
+
+  insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+  select distinct k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
+  from pg_temp.rollup_shape_series k
+  on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
+  update pg_temp.rollup_shape_series k
+     set series_id = s.id
+    from public.metric_series s
+   where s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
+     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions;
+  analyze pg_temp.rollup_shapes;
+  analyze pg_temp.rollup_shape_series;
+
+  drop table if exists pg_temp.rollup_deltas;
+  -- Facts to shapes: a hash join on the shape's columns (no NULL: a missing campaign or creative
+  -- is '', never a valid id). The planner underestimates a join on eight columns and would
+  -- sort both sides on text instead, so the other join methods are off for this statement.
+  v_nestloop := current_setting('enable_nestloop');
+  v_mergejoin := current_setting('enable_mergejoin');
+  perform set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true);
+  -- grouped on (series_id, bucket) alone (a series belongs to one organization): the narrowest
+  -- sort key, in the order of the points' primary key
+  create temporary table rollup_deltas on commit drop as
+  select k.org_id, g.series_id, g.bucket, g.value
+  from (
+    select k.series_id, f.bucket, sum(f.amount) as value
+    from pg_temp.rollup_facts f
+    join pg_temp.rollup_shapes s
+      on s.org_id = f.org_id and s.metric = f.metric
+     and coalesce(s.campaign_id::text, '') = coalesce(f.campaign_id::text, '')
+     and coalesce(s.creative_id, '') = coalesce(f.creative_id, '')
+     and s.asset_ids = f.asset_ids and s.country = f.country and s.device_type = f.device_type
+     and s.currency = f.currency
+    join pg_temp.rollup_shape_series k on k.shape_id = s.shape_id
+    group by k.series_id, f.bucket
+  ) g
+  join (select distinct k.series_id, k.org_id from pg_temp.rollup_shape_series k) k on k.series_id = g.series_id
+  order by k.org_id, g.series_id, g.bucket;
+  perform set_config('enable_nestloop', v_nestloop, true), set_config('enable_mergejoin', v_mergejoin, true);
+  analyze pg_temp.rollup_deltas;
+
+  -- One index probe per delta, in key order: never a scan of all points (which grows with
+  -- history) to build a hash table for the few thousand buckets a step touches.
+  v_hashjoin := current_setting('enable_hashjoin');
+  perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  merge into public.metric_points p
+  using pg_temp.rollup_deltas d
+  on p.org_id = d.org_id and p.series_id = d.series_id and p.bucket_start = d.bucket
+  when matched and p.value + d.value = 0 then delete
+  when matched then update set value = p.value + d.value
+  when not matched and d.value <> 0 then
+    insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, d.value);
+  get diagnostics v_rows = row_count;
+  perform set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  return v_rows;
+end
+$$;
+
+-- The facts of the events other than conversions: impressions and clicks (bots apart), data
+-- usage (never bots), spend. Grouped at the finest grain already, so the fan-out has less to do.
+create function private.counted_facts_sql(p_where text) returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select format($f$
+    select e.org_id, date_bin('15 minutes', e.occurred_at, timestamptz '2000-01-01 00:00:00+00') as bucket,
+           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
+           coalesce(e.context -> 'geo' ->> 'country', '') as country,
+           coalesce(e.context -> 'device' ->> 'type', '') as device_type,
+           case when e.type = 'spend' then e.currency else '' end as currency,
+           case
+             when e.type = 'impression' then case when (e.context ->> 'bot')::boolean then 'bot_impressions' else 'impressions' end
+             when e.type = 'click' then case when (e.context ->> 'bot')::boolean then 'bot_clicks' else 'clicks' end
+             when e.type = 'data_usage' then 'data_usage'
+             else 'spend'
+           end as metric,
+           sum(case when e.type = 'spend' then e.value else 1 end) as amount
+    from public.events e
+    where (%s)
+      and (e.type in ('impression', 'click')
+           or (e.type = 'data_usage' and not coalesce((e.context ->> 'bot')::boolean, false))
+           or (e.type = 'spend' and e.value is not null))
+    group by 1, 2, 3, 4, 5, 6, 7, 8, 9
+  $f$, p_where)
+$$;
+
+-- One incremental step: folds in every event of the transactions between the watermark and the
+-- oldest one still running (pg_snapshot_xmin), then moves the watermark, in one transaction.
+-- Never two at once (a second caller returns at once with skipped); safe to run from pg-boss, a
+-- Worker's scheduled() handler or psql.
+create function private.rollup_metrics() returns jsonb
+language plpgsql
+set search_path = ''
+-- big windows: sort and hash in memory; these queries gain nothing from JIT but its start-up
+set work_mem = '128MB'
+set jit = off
+-- a cache of point lookups that never repeat (every delta is a distinct point)
+set enable_memoize = off
+as $$
+declare
+  v_started timestamptz := clock_timestamp();
+  v_from xid8;
+  v_to xid8 := pg_snapshot_xmin(pg_current_snapshot());
+  v_events bigint;
+  v_buckets integer;
+  v_rows bigint := 0;
+  v_window text;
+begin
+  if not pg_try_advisory_xact_lock(hashtext('precise.rollup.metrics_15m')) then
+    return jsonb_build_object('skipped', true, 'reason', 'another rollup is running');
+  end if;
+  select s.watermark into v_from from public.rollup_state s where s.name = 'metrics_15m' for update;
+  -- the oldest running transaction never goes back, but a restored database might
+  v_to := greatest(v_to, v_from);
+  v_window := format('e.ingest_xid >= %L::xid8 and e.ingest_xid < %L::xid8', v_from, v_to);
+
+  drop table if exists pg_temp.rollup_facts;
+  execute 'create temporary table rollup_facts on commit drop as ' || private.counted_facts_sql(v_window);
+
+  -- conversions the window touches: their state now minus their state before the window
+  drop table if exists pg_temp.rollup_conversion_keys;
+  execute format($k$
+    create temporary table rollup_conversion_keys on commit drop as
+    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
+           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
+           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
+           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
+           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
+           coalesce(e.context -> 'geo' ->> 'country', '') as country,
+           coalesce(e.context -> 'device' ->> 'type', '') as device_type
+    from public.events e
+    where e.type = 'conversion' and %s
+  $k$, v_window);
+  perform private.collect_conversion_events(v_to);
+  insert into pg_temp.rollup_facts select * from private.conversion_facts(v_to, 1);
+  insert into pg_temp.rollup_facts select * from private.conversion_facts(v_from, -1);
+  analyze pg_temp.rollup_facts;
+
+  select count(*) into v_buckets from (select from pg_temp.rollup_facts f group by f.org_id, f.bucket) b;
+  execute format('select count(*) from public.events e where %s', v_window) into v_events;
+  if v_buckets > 0 then
+    v_rows := private.apply_rollup_facts();
+  end if;
+
+  update public.rollup_state s
+     set watermark = v_to,
+         last_run_at = v_started,
+         last_duration_ms = (extract(epoch from clock_timestamp() - v_started) * 1000)::integer,
+         last_events = v_events,
+         last_buckets = v_buckets,
+         last_rows = v_rows,
+         runs = s.runs + 1,
+         updated_at = now()
+   where s.name = 'metrics_15m';
+
+  return jsonb_build_object('skipped', false, 'events', v_events, 'buckets', v_buckets, 'rows', v_rows,
+                            'watermark', v_to::text);
+end
+$$;
+
+-- Rebuilds every bucket between two times from the log, whatever is stored (a backfill, or a
+-- repair): exactly the events below the watermark count, as the incremental steps counted them,
+-- so a recompute of a rolled-up range leaves the same rows.
+create function private.rollup_metrics_between(p_from timestamptz, p_to timestamptz) returns jsonb
+language plpgsql
+set search_path = ''
+-- big windows: sort and hash in memory; these queries gain nothing from JIT but its start-up
+set work_mem = '128MB'
+set jit = off
+-- a cache of point lookups that never repeat (every delta is a distinct point)
+set enable_memoize = off
+as $$
+declare
+  v_below xid8;
+  v_range text;
+  v_buckets integer;
+  v_rows bigint := 0;
+begin
+  perform pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'));
+  select s.watermark into v_below from public.rollup_state s where s.name = 'metrics_15m' for update;
+  v_range := format('e.occurred_at >= %L::timestamptz and e.occurred_at < %L::timestamptz and e.ingest_xid < %L::xid8',
+                    p_from, p_to, v_below);
+
+  delete from public.metric_points p
+  using public.metric_series s
+  where s.granularity = '15m'
+    and s.metric in ('impressions', 'clicks', 'bot_impressions', 'bot_clicks', 'conversions',
+                     'conversion_value', 'spend', 'data_usage')
+    and p.org_id = s.org_id and p.series_id = s.id and p.bucket_start >= p_from and p.bucket_start < p_to;
+
+  drop table if exists pg_temp.rollup_facts;
+  execute 'create temporary table rollup_facts on commit drop as ' || private.counted_facts_sql(v_range);
+
+  -- conversions with an event in the range count here if their first event is in it
+  drop table if exists pg_temp.rollup_conversion_keys;
+  execute format($k$
+    create temporary table rollup_conversion_keys on commit drop as
+    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
+           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
+           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
+           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
+           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
+           coalesce(e.context -> 'geo' ->> 'country', '') as country,
+           coalesce(e.context -> 'device' ->> 'type', '') as device_type
+    from public.events e
+    where e.type = 'conversion' and %s
+  $k$, v_range);
+  perform private.collect_conversion_events(v_below);
+  insert into pg_temp.rollup_facts
+  select * from private.conversion_facts(v_below, 1) c where c.bucket >= p_from and c.bucket < p_to;
+  analyze pg_temp.rollup_facts;
+
+  select count(*) into v_buckets from (select from pg_temp.rollup_facts f group by f.org_id, f.bucket) b;
+  if v_buckets > 0 then
+    v_rows := private.apply_rollup_facts();
+  end if;
+  return jsonb_build_object('buckets', v_buckets, 'rows', v_rows);
+end
+$$;
+
+revoke all on function private.conversion_facts(xid8, integer) from public;
+revoke all on function private.collect_conversion_events(xid8) from public;
+revoke all on function private.apply_rollup_facts() from public;
+revoke all on function private.counted_facts_sql(text) from public;
+revoke all on function private.rollup_metrics() from public;
+revoke all on function private.rollup_metrics_between(timestamptz, timestamptz) from public;
+grant execute on function private.conversion_facts(xid8, integer), private.collect_conversion_events(xid8),
+  private.apply_rollup_facts(), private.counted_facts_sql(text), private.rollup_metrics(),
+  private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
