@@ -17,6 +17,8 @@ const TENANT_TABLES: Record<string, string> = {
   failed_events: 'org_id',
   events: 'org_id',
   metrics: 'org_id',
+  metric_series: 'org_id',
+  metric_points: 'org_id',
   audit_log: 'org_id',
   campaign_summary: 'org_id',
   permissions_in_force: 'org_id',
@@ -88,7 +90,7 @@ describe(`tenant isolation under RLS (${BACKEND})`, () => {
       const move = await attempt(tx, `update campaigns set org_id = $1 where id = $2`, [b.orgId, a.campaignId]);
       expect(move.code).toBe('42501');
       // The log and the metrics are written by the backend only, for every org.
-      for (const table of ['events', 'metrics', 'failed_events', 'audit_log']) {
+      for (const table of ['events', 'metrics', 'metric_series', 'metric_points', 'failed_events', 'audit_log']) {
         const write = await attempt(tx, `insert into public.${table} (org_id) values ($1)`, [a.orgId]);
         expect({ table, code: write.code }).toEqual({ table, code: '42501' });
       }
