@@ -2,9 +2,9 @@ import type { Queryable } from './db/port.ts';
 import { PreciseError } from './errors.ts';
 
 /**
- * Reading metrics: sums of the stored 15-minute rows into hours, days, weeks or months of any
- * IANA time zone (exact, since every zone's offset is a multiple of 15 minutes), and ratios
- * computed from the summed counters, never averaged.
+ * Reading metrics: sums of the stored 15-minute points into hours, days, weeks or months of any
+ * IANA time zone (public.metric_buckets, exact since every zone's offset is a multiple of 15
+ * minutes), and ratios computed from the summed counters, never averaged.
  */
 export const STORED_METRICS = [
   'impressions',
@@ -66,40 +66,39 @@ export function validateTimeZone(timeZone: string): void {
   }
 }
 
-export async function queryMetrics(db: Queryable, query: MetricsQuery): Promise<MetricPoint[]> {
+/** One row of public.metric_buckets: a local bucket, its UTC offset, and a summed metric (or none). */
+export interface BucketRow {
+  local_bucket: string;
+  offset_minutes: number;
+  metric: string | null;
+  value: string | null;
+}
+
+/** Where the sums come from: SQL (Postgres, PGlite, Hyperdrive) or supabase-js rpc. */
+export interface MetricsReader {
+  buckets(query: MetricsQuery, metrics: string[]): Promise<BucketRow[]>;
+}
+
+export function sqlMetricsReader(db: Queryable): MetricsReader {
+  return {
+    async buckets(query, metrics) {
+      const { rows } = await db.query<BucketRow>(
+        'select * from public.metric_buckets($1, $2, $3, $4::text[], $5::timestamptz, $6::timestamptz, $7, $8, $9)',
+        [query.orgId, query.entityType, query.entityId, metrics, query.from, query.to, query.granularity, query.timeZone, query.currency ?? null],
+      );
+      return rows;
+    },
+  };
+}
+
+export async function queryMetrics(reader: MetricsReader, query: MetricsQuery): Promise<MetricPoint[]> {
   const needed = new Set<string>();
   for (const name of query.metrics) {
     const ratio = DERIVED_METRICS[name];
     if (ratio) ratio.forEach((part) => needed.add(part));
     else needed.add(name);
   }
-  // Every local bucket from `from` to `to`, empty ones too (a series a chart can draw), stepped
-  // in local wall time so that days stay days across daylight-saving changes.
-  const { rows } = await db.query<{ local_bucket: string; offset_minutes: number; metric: string | null; value: string | null }>(
-    `with series as (
-       select generate_series(
-                date_trunc($7, $5::timestamptz at time zone $6),
-                ($8::timestamptz at time zone $6) - interval '1 microsecond',
-                ('1 ' || $7)::interval) as local_bucket
-     ),
-     summed as (
-       select date_trunc($7, p.bucket_start at time zone $6) as local_bucket, s.metric, sum(p.value) as value
-       from public.metric_series s
-       join public.metric_points p on p.org_id = s.org_id and p.series_id = s.id
-       where s.org_id = $1 and s.entity_type = $2 and s.entity_id = $3 and s.granularity = '15m'
-         and s.metric = any ($4::text[])
-         and ($9::text is null or s.dimensions ->> 'currency' = $9 or not (s.dimensions ? 'currency'))
-         and p.bucket_start >= $5::timestamptz and p.bucket_start < $8::timestamptz
-       group by 1, 2
-     )
-     select to_char(s.local_bucket, 'YYYY-MM-DD"T"HH24:MI:SS') as local_bucket,
-            (extract(epoch from s.local_bucket - ((s.local_bucket at time zone $6) at time zone 'UTC')) / 60)::int as offset_minutes,
-            v.metric, v.value::text as value
-     from series s
-     left join summed v on v.local_bucket = s.local_bucket
-     order by s.local_bucket, v.metric`,
-    [query.orgId, query.entityType, query.entityId, [...needed], query.from, query.timeZone, query.granularity, query.to, query.currency ?? null],
-  );
+  const rows = await reader.buckets(query, [...needed]);
 
   const buckets = new Map<string, Map<string, number>>();
   for (const row of rows) {

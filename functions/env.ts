@@ -3,7 +3,7 @@ import type { ResolvedKey, KeyCache } from '../core/auth.ts';
 import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/integrations.ts';
-import type { Queryable } from '../core/db/port.ts';
+import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { QueueMessage } from './sinks/queue.ts';
 
@@ -34,8 +34,8 @@ export interface Services {
   postbacks: PostbackRecorder;
   /** DSP integrations: lookups and the write of a signed delivery. */
   webhooks: Webhooks;
-  /** Read queries (metrics); absent on the Supabase rpc path. */
-  readDb?: Queryable;
+  /** Metric sums for GET /v1/metrics (public.metric_buckets over SQL or supabase-js rpc). */
+  metrics: MetricsReader;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

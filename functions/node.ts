@@ -8,6 +8,7 @@ import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import type { NodeConfig } from '../core/config.ts';
 import type { Database } from '../core/db/port.ts';
 import { sqlEventWriter } from '../core/ingest/writer.ts';
+import { sqlMetricsReader } from '../core/metrics-query.ts';
 import { createApp } from './app.ts';
 import type { AppEnv, Services } from './env.ts';
 import { GroupCommitSink } from './sinks/group-commit.ts';
@@ -32,7 +33,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
     campaigns: new CampaignCache(sqlCampaignStore(db)),
     postbacks: sqlPostbackRecorder(db),
     webhooks: new Webhooks(sqlWebhookStore(db)),
-    readDb: db,
+    metrics: sqlMetricsReader(db),
     serverSecret,
     sink: new GroupCommitSink(sqlEventWriter(db), {
       maxBatchEvents: config.INGEST_MAX_BATCH,

@@ -7,6 +7,7 @@ import {
   supabaseCampaignStore,
   supabaseEventWriter,
   supabaseKeyStore,
+  supabaseMetricsReader,
   supabasePostbackRecorder,
   supabaseServiceClient,
   supabaseWebhookStore,
@@ -15,6 +16,7 @@ import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
+import { sqlMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { partitionUpkeepJob } from '../scheduled/jobs/partition-upkeep.ts';
 import { rollupJob } from '../scheduled/jobs/rollup.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
@@ -34,7 +36,9 @@ import { queueSink, type QueueMessage } from './sinks/queue.ts';
  */
 interface EdgeBackend {
   writer: EventWriter;
+  /** SQL access for the scheduled jobs; absent on the Supabase rpc path. */
   readDb?: Queryable;
+  metrics: MetricsReader;
   postbacks: PostbackRecorder;
   webhooks: Webhooks;
   keys: KeyCache;
@@ -56,6 +60,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
     const client = supabaseServiceClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY);
     return {
       writer: supabaseEventWriter(client),
+      metrics: supabaseMetricsReader(client),
       postbacks: supabasePostbackRecorder(client),
       webhooks: new Webhooks(supabaseWebhookStore(client), webhookEntries),
       keys: new KeyCache(supabaseKeyStore(client), { entries: keyEntries }),
@@ -71,6 +76,7 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   return {
     writer: sqlEventWriter(db),
     readDb: db,
+    metrics: sqlMetricsReader(db),
     postbacks: sqlPostbackRecorder(db),
     webhooks: new Webhooks(sqlWebhookStore(db), webhookEntries),
     keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
@@ -94,7 +100,7 @@ function edgeServices(env: Bindings): Services {
     campaigns: backend.campaigns,
     postbacks: backend.postbacks,
     webhooks: backend.webhooks,
-    readDb: backend.readDb,
+    metrics: backend.metrics,
     serverSecret: env.PRECISE_SECRET,
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,

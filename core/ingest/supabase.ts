@@ -4,6 +4,7 @@ import type { CampaignStore } from '../campaigns.ts';
 import type { PostbackRecorder, PostbackResult } from '../postback.ts';
 import type { IntegrationRecord, WebhookStore } from '../integrations.ts';
 import { PreciseError } from '../errors.ts';
+import type { BucketRow, MetricsReader } from '../metrics-query.ts';
 import type { IngestBatch } from './batch.ts';
 import { parseIngestResult, type EventWriter } from './writer.ts';
 
@@ -43,6 +44,26 @@ export function supabaseCampaignStore(client: SupabaseClient): CampaignStore {
       const { data, error } = await client.rpc('campaign_properties', { p_org_id: orgId, p_campaign_id: campaignId });
       if (error) throw unavailable('campaign_properties', error.message);
       return (data as Record<string, unknown> | null) ?? null;
+    },
+  };
+}
+
+export function supabaseMetricsReader(client: SupabaseClient): MetricsReader {
+  return {
+    async buckets(query, metrics) {
+      const { data, error } = await client.rpc('metric_buckets', {
+        p_org_id: query.orgId,
+        p_entity_type: query.entityType,
+        p_entity_id: query.entityId,
+        p_metrics: metrics,
+        p_from: query.from,
+        p_to: query.to,
+        p_granularity: query.granularity,
+        p_time_zone: query.timeZone,
+        p_currency: query.currency ?? null,
+      });
+      if (error) throw unavailable('metric_buckets', error.message);
+      return data as BucketRow[];
     },
   };
 }

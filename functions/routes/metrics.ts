@@ -43,9 +43,7 @@ metricsRoutes.get('/', requireKey({ kinds: ['secret'], scope: 'read', from: 'bea
     throw new PreciseError('validation_failed', `at most ${MAX_BUCKETS} ${granularity} buckets per query: narrow from/to or use a coarser granularity`, { field: 'granularity' });
   }
 
-  const db = c.get('services').readDb;
-  if (!db) throw new PreciseError('unavailable', 'metrics are not served by this deployment (DB_DRIVER=supabase)');
-  const data = await queryMetrics(db, { orgId: key.org_id, metrics, entityType, entityId, from, to, granularity, timeZone, currency });
+  const data = await queryMetrics(c.get('services').metrics, { orgId: key.org_id, metrics, entityType, entityId, from, to, granularity, timeZone, currency });
   return c.json({ data, meta: { metrics, entity_type: entityType, entity_id: entityId, granularity, tz: timeZone, from, to } });
 });
 

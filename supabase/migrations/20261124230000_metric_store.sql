@@ -262,6 +262,7 @@ set search_path = ''
 as $$
 declare
   v_rows bigint;
+  v_merged bigint;
   v_nestloop text;
   v_mergejoin text;
   v_hashjoin text;
@@ -289,10 +290,17 @@ begin
     union all select distinct 'data_asset', a::text from unnest(s.asset_ids) as a
   ) as x(entity_type, entity_id);
 
-  insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
-  select distinct k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
-  from pg_temp.rollup_shape_series k
-  on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
+  -- series named by this run have no points yet: theirs are plain inserts, no lookups
+  drop table if exists pg_temp.rollup_new_series;
+  create temporary table rollup_new_series (id bigint primary key) on commit drop;
+  with named as (
+    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+    select distinct k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
+    from pg_temp.rollup_shape_series k
+    on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing
+    returning id
+  )
+  insert into pg_temp.rollup_new_series select named.id from named;
   update pg_temp.rollup_shape_series k
      set series_id = s.id
     from public.metric_series s
@@ -309,9 +317,9 @@ begin
   v_mergejoin := current_setting('enable_mergejoin');
   perform set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true);
   -- grouped on (series_id, bucket) alone (a series belongs to one organization): the narrowest
-  -- sort key, in the order of the points' primary key
+  -- sort key, and it leaves the rows in about the order of the points' primary key
   create temporary table rollup_deltas on commit drop as
-  select k.org_id, g.series_id, g.bucket, g.value
+  select k.org_id, g.series_id, g.bucket, g.value, n.id is not null as new_series
   from (
     select k.series_id, f.bucket, sum(f.amount) as value
     from pg_temp.rollup_facts f
@@ -325,24 +333,30 @@ begin
     group by k.series_id, f.bucket
   ) g
   join (select distinct k.series_id, k.org_id from pg_temp.rollup_shape_series k) k on k.series_id = g.series_id
-  order by k.org_id, g.series_id, g.bucket;
+  left join pg_temp.rollup_new_series n on n.id = g.series_id;
   perform set_config('enable_nestloop', v_nestloop, true), set_config('enable_mergejoin', v_mergejoin, true);
   analyze pg_temp.rollup_deltas;
+
+  insert into public.metric_points (org_id, series_id, bucket_start, value)
+  select d.org_id, d.series_id, d.bucket, d.value
+  from pg_temp.rollup_deltas d
+  where d.new_series and d.value <> 0;
+  get diagnostics v_rows = row_count;
 
   -- One index probe per delta, in key order: never a scan of all points (which grows with
   -- history) to build a hash table for the few thousand buckets a step touches.
   v_hashjoin := current_setting('enable_hashjoin');
   perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   merge into public.metric_points p
-  using pg_temp.rollup_deltas d
+  using (select * from pg_temp.rollup_deltas d where not d.new_series) d
   on p.org_id = d.org_id and p.series_id = d.series_id and p.bucket_start = d.bucket
   when matched and p.value + d.value = 0 then delete
   when matched then update set value = p.value + d.value
   when not matched and d.value <> 0 then
     insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, d.value);
-  get diagnostics v_rows = row_count;
+  get diagnostics v_merged = row_count;
   perform set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
-  return v_rows;
+  return v_rows + v_merged;
 end
 $$;
 
@@ -518,3 +532,57 @@ revoke all on function private.rollup_metrics_between(timestamptz, timestamptz) 
 grant execute on function private.conversion_facts(xid8, integer), private.collect_conversion_events(xid8),
   private.apply_rollup_facts(), private.counted_facts_sql(text), private.rollup_metrics(),
   private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading: the sums of one entity's 15-minute points into hours, days, weeks or months of an IANA
+-- time zone (exact: every zone's offset is a multiple of 15 minutes), every local bucket from
+-- p_from to p_to listed (empty ones too, so a chart can draw them) and stepped in local wall time
+-- so that days stay days across daylight-saving changes. One function for every driver: SQL on
+-- Postgres and PGlite, supabase-js rpc on a Supabase edge deployment (service role only).
+-- ---------------------------------------------------------------------------------------------
+create function public.metric_buckets(
+  p_org_id uuid,
+  p_entity_type text,
+  p_entity_id text,
+  p_metrics text[],
+  p_from timestamptz,
+  p_to timestamptz,
+  p_granularity text,
+  p_time_zone text,
+  p_currency text default null
+)
+returns table (local_bucket text, offset_minutes integer, metric text, value text)
+language sql
+stable
+set search_path = ''
+as $$
+  with series as (
+    select generate_series(
+             date_trunc(p_granularity, p_from at time zone p_time_zone),
+             (p_to at time zone p_time_zone) - interval '1 microsecond',
+             ('1 ' || p_granularity)::interval) as local_bucket
+  ),
+  summed as (
+    select date_trunc(p_granularity, p.bucket_start at time zone p_time_zone) as local_bucket, s.metric,
+           sum(p.value) as value
+    from public.metric_series s
+    join public.metric_points p on p.org_id = s.org_id and p.series_id = s.id
+    where s.org_id = p_org_id and s.entity_type = p_entity_type and s.entity_id = p_entity_id
+      and s.granularity = '15m' and s.metric = any (p_metrics)
+      and (p_currency is null or s.dimensions ->> 'currency' = p_currency or not (s.dimensions ? 'currency'))
+      and p.bucket_start >= p_from and p.bucket_start < p_to
+    group by 1, 2
+  )
+  select to_char(b.local_bucket, 'YYYY-MM-DD"T"HH24:MI:SS'),
+         (extract(epoch from b.local_bucket - ((b.local_bucket at time zone p_time_zone) at time zone 'UTC')) / 60)::integer,
+         v.metric, v.value::text
+  from series b
+  left join summed v on v.local_bucket = b.local_bucket
+  order by b.local_bucket, v.metric
+$$;
+comment on function public.metric_buckets(uuid, text, text, text[], timestamptz, timestamptz, text, text, text) is
+  'GET /v1/metrics: one entity''s metrics summed into local hours, days, weeks or months (backend only).';
+revoke all on function public.metric_buckets(uuid, text, text, text[], timestamptz, timestamptz, text, text, text)
+  from public, anon, authenticated;
+grant execute on function public.metric_buckets(uuid, text, text, text[], timestamptz, timestamptz, text, text, text)
+  to service_role;

@@ -5,6 +5,7 @@ import { sqlPostbackRecorder } from '../../core/postback.ts';
 import { sqlWebhookStore, Webhooks } from '../../core/integrations.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
 import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
+import { sqlMetricsReader } from '../../core/metrics-query.ts';
 import { createApp } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
@@ -64,7 +65,7 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
     campaigns: new CampaignCache(sqlCampaignStore(test.db)),
     postbacks: sqlPostbackRecorder(test.db),
     webhooks: new Webhooks(sqlWebhookStore(test.db)),
-    readDb: test.db,
+    metrics: sqlMetricsReader(test.db),
     serverSecret: SERVER_SECRET,
     sink,
     ipHashSecret: IP_HASH_SECRET,

@@ -43,7 +43,11 @@ export async function startPostgrestStandIn(db: Database, serviceRoleKey: string
         await tx.query(`select set_config('request.jwt.claims', '{"role":"service_role"}', true)`);
         const names = Object.keys(args);
         const call = `public.${fn}(${names.map((name, i) => `${name} => $${i + 1}`).join(', ')})`;
-        const values = names.map((name) => (typeof args[name] === 'object' ? JSON.stringify(args[name]) : args[name]));
+        // as PostgREST: JSON arrays become SQL arrays, objects json, null NULL
+        const values = names.map((name) => {
+          const value = args[name];
+          return value === null || Array.isArray(value) || typeof value !== 'object' ? value : JSON.stringify(value);
+        });
         if (meta[0]!.retset) return { status: 200, body: (await tx.query(`select * from ${call}`, values)).rows };
         return { status: 200, body: (await tx.query<{ v: unknown }>(`select ${call} as v`, values)).rows[0]!.v };
       });

@@ -7,11 +7,13 @@ import {
   supabaseCampaignStore,
   supabaseEventWriter,
   supabaseKeyStore,
+  supabaseMetricsReader,
   supabasePostbackRecorder,
   supabaseServiceClient,
   supabaseWebhookStore,
 } from '../../core/ingest/supabase.ts';
 import { Webhooks } from '../../core/integrations.ts';
+import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { createApp } from '../../functions/app.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
@@ -34,6 +36,7 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
       campaigns: new CampaignCache(supabaseCampaignStore(client)),
       postbacks: supabasePostbackRecorder(client),
       webhooks: new Webhooks(supabaseWebhookStore(client)),
+      metrics: supabaseMetricsReader(client),
       serverSecret: 'a-server-secret-of-thirty-two-characters-or-more',
       sink: directSink(supabaseEventWriter(client)),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
@@ -74,6 +77,24 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
     const failed = await test.db.query<{ n: number }>('select count(*)::int as n from failed_events where org_id = $1', [orgId]);
     expect(failed.rows[0]!.n).toBe(2);
     expect(new Set(postgrest.calls)).toEqual(new Set(['resolve_api_key', 'ingest_events']));
+  });
+
+  it('serves GET /v1/metrics through rpc, after the rollup', async () => {
+    await runRollup(test.db);
+    const readKey = (await createApiKey(test.db, { orgId, kind: 'secret', scopes: ['read'] })).key;
+    const today = new Date().toISOString().slice(0, 10);
+    const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+    const response = await appWith(serviceRoleKey).request(
+      `/v1/metrics?metric=impressions,clicks&from=${today}&to=${tomorrow}&granularity=day&tz=UTC`,
+      { headers: { authorization: `Bearer ${readKey}` } },
+    );
+    expect(response.status).toBe(200);
+    // sb-1 and the pixel are impressions; sb-2 a click
+    expect(((await response.json()) as { data: unknown }).data).toEqual([
+      { bucket: `${today}T00:00:00+00:00`, metric: 'impressions', value: 2 },
+      { bucket: `${today}T00:00:00+00:00`, metric: 'clicks', value: 1 },
+    ]);
+    expect(postgrest.calls).toContain('metric_buckets');
   });
 
   it('is refused by the API with a wrong service key, and then answers 401/503, never 2xx', async () => {
