@@ -169,8 +169,8 @@ revoke all on function private.metrics_view_write() from public;
 grant execute on function private.metrics_view_write() to service_role;
 
 -- ---------------------------------------------------------------------------------------------
--- The rollup. Both paths fill pg_temp.rollup_facts with signed amounts at the finest grain, and
--- private.apply_rollup_facts() fans them out to the entities and adds them to the points.
+-- The rollup. Both paths describe facts (one per event, conversions with signed amounts) as a
+-- query, and private.apply_rollup_source() sums them per entity and adds them to the points.
 -- ---------------------------------------------------------------------------------------------
 
 drop function private.rollup_metrics_between(timestamptz, timestamptz);
@@ -222,9 +222,32 @@ begin
 end
 $$;
 
--- Collects every event (below p_below) of the conversions keyed in pg_temp.rollup_conversion_keys:
--- by click_id and txid (indexed by click_id), or the lone event itself when it has no click_id
--- (event ids are unique per organization, so a lone conversion is one event).
+-- The conversions that events matching p_where (a condition on public.events e) belong to, in
+-- pg_temp.rollup_conversion_keys: keyed by click_id and txid, or by event_id when there is no
+-- click_id (such a lone conversion is one event: event ids are unique per organization).
+create function private.collect_conversion_keys(p_where text) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  drop table if exists pg_temp.rollup_conversion_keys;
+  execute format($k$
+    create temporary table rollup_conversion_keys on commit drop as
+    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
+           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
+           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
+           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
+           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
+           coalesce(e.context -> 'geo' ->> 'country', '') as country,
+           coalesce(e.context -> 'device' ->> 'type', '') as device_type
+    from public.events e
+    where e.type = 'conversion' and (%s)
+  $k$, p_where);
+end
+$$;
+
+-- Collects every event (below p_below) of the conversions in pg_temp.rollup_conversion_keys: by
+-- click_id and txid (indexed by click_id), or the lone event itself.
 create function private.collect_conversion_events(p_below xid8) returns void
 language plpgsql
 set search_path = ''
@@ -250,119 +273,9 @@ begin
 end
 $$;
 
--- Adds pg_temp.rollup_facts to the points: per organization, campaign, creative and data asset,
--- with country and device type (and currency for amounts) as dimensions. Returns the number of
--- points written. The facts come in a few thousand distinct shapes (org, metric, campaign,
--- creative, assets, country, device, currency); each shape is resolved to its series ids once,
--- so the heavy grouping and the merge work on (org_id, series_id, bucket) alone, in the order
--- of the points' primary key.
-create function private.apply_rollup_facts() returns bigint
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_rows bigint;
-  v_merged bigint;
-  v_nestloop text;
-  v_mergejoin text;
-  v_hashjoin text;
-begin
-  drop table if exists pg_temp.rollup_shapes;
-  create temporary table rollup_shapes on commit drop as
-  select row_number() over () as shape_id, s.*
-  from (
-    select distinct f.org_id, f.metric, f.campaign_id, f.creative_id, f.asset_ids, f.country, f.device_type, f.currency
-    from pg_temp.rollup_facts f
-  ) s;
-
-  -- every series a shape adds to: its organization, campaign, creative and data assets
-  drop table if exists pg_temp.rollup_shape_series;
-  create temporary table rollup_shape_series on commit drop as
-  select s.shape_id, s.org_id, s.metric, x.entity_type, x.entity_id,
-         jsonb_strip_nulls(jsonb_build_object('country', nullif(s.country, ''), 'device_type', nullif(s.device_type, ''),
-                                              'currency', nullif(s.currency, ''))) as dimensions,
-         null::bigint as series_id
-  from pg_temp.rollup_shapes s
-  cross join lateral (
-    select 'organization', s.org_id::text
-    union all select 'campaign', s.campaign_id::text where s.campaign_id is not null
-    union all select 'creative', s.creative_id where s.creative_id is not null
-    union all select distinct 'data_asset', a::text from unnest(s.asset_ids) as a
-  ) as x(entity_type, entity_id);
-
-  -- series named by this run have no points yet: theirs are plain inserts, no lookups
-  drop table if exists pg_temp.rollup_new_series;
-  create temporary table rollup_new_series (id bigint primary key) on commit drop;
-  with named as (
-    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
-    select distinct k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
-    from pg_temp.rollup_shape_series k
-    on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing
-    returning id
-  )
-  insert into pg_temp.rollup_new_series select named.id from named;
-  update pg_temp.rollup_shape_series k
-     set series_id = s.id
-    from public.metric_series s
-   where s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
-     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions;
-  analyze pg_temp.rollup_shapes;
-  analyze pg_temp.rollup_shape_series;
-
-  drop table if exists pg_temp.rollup_deltas;
-  -- Facts to shapes: a hash join on the shape's columns (no NULL: a missing campaign or creative
-  -- is '', never a valid id). The planner underestimates a join on eight columns and would
-  -- sort both sides on text instead, so the other join methods are off for this statement.
-  v_nestloop := current_setting('enable_nestloop');
-  v_mergejoin := current_setting('enable_mergejoin');
-  perform set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true);
-  -- grouped on (series_id, bucket) alone (a series belongs to one organization): the narrowest
-  -- sort key, and it leaves the rows in about the order of the points' primary key
-  create temporary table rollup_deltas on commit drop as
-  select k.org_id, g.series_id, g.bucket, g.value, n.id is not null as new_series
-  from (
-    select k.series_id, f.bucket, sum(f.amount) as value
-    from pg_temp.rollup_facts f
-    join pg_temp.rollup_shapes s
-      on s.org_id = f.org_id and s.metric = f.metric
-     and coalesce(s.campaign_id::text, '') = coalesce(f.campaign_id::text, '')
-     and coalesce(s.creative_id, '') = coalesce(f.creative_id, '')
-     and s.asset_ids = f.asset_ids and s.country = f.country and s.device_type = f.device_type
-     and s.currency = f.currency
-    join pg_temp.rollup_shape_series k on k.shape_id = s.shape_id
-    group by k.series_id, f.bucket
-  ) g
-  join (select distinct k.series_id, k.org_id from pg_temp.rollup_shape_series k) k on k.series_id = g.series_id
-  left join pg_temp.rollup_new_series n on n.id = g.series_id;
-  perform set_config('enable_nestloop', v_nestloop, true), set_config('enable_mergejoin', v_mergejoin, true);
-  analyze pg_temp.rollup_deltas;
-
-  insert into public.metric_points (org_id, series_id, bucket_start, value)
-  select d.org_id, d.series_id, d.bucket, d.value
-  from pg_temp.rollup_deltas d
-  where d.new_series and d.value <> 0;
-  get diagnostics v_rows = row_count;
-
-  -- One index probe per delta, in key order: never a scan of all points (which grows with
-  -- history) to build a hash table for the few thousand buckets a step touches.
-  v_hashjoin := current_setting('enable_hashjoin');
-  perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
-  merge into public.metric_points p
-  using (select * from pg_temp.rollup_deltas d where not d.new_series) d
-  on p.org_id = d.org_id and p.series_id = d.series_id and p.bucket_start = d.bucket
-  when matched and p.value + d.value = 0 then delete
-  when matched then update set value = p.value + d.value
-  when not matched and d.value <> 0 then
-    insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, d.value);
-  get diagnostics v_merged = row_count;
-  perform set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
-  return v_rows + v_merged;
-end
-$$;
-
--- The facts of the events other than conversions: impressions and clicks (bots apart), data
--- usage (never bots), spend. Grouped at the finest grain already, so the fan-out has less to do.
-create function private.counted_facts_sql(p_where text) returns text
+-- The events matching p_where other than conversions, one fact each: impressions and clicks
+-- (bots apart), data usage (never bots), spend. Columns as private.conversion_facts returns them.
+create function private.counted_events_sql(p_where text) returns text
 language sql
 immutable
 set search_path = ''
@@ -372,21 +285,133 @@ as $$
            e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
            coalesce(e.context -> 'geo' ->> 'country', '') as country,
            coalesce(e.context -> 'device' ->> 'type', '') as device_type,
-           case when e.type = 'spend' then e.currency else '' end as currency,
+           case when e.type = 'spend' then coalesce(e.currency, '') else '' end as currency,
            case
              when e.type = 'impression' then case when (e.context ->> 'bot')::boolean then 'bot_impressions' else 'impressions' end
              when e.type = 'click' then case when (e.context ->> 'bot')::boolean then 'bot_clicks' else 'clicks' end
              when e.type = 'data_usage' then 'data_usage'
              else 'spend'
            end as metric,
-           sum(case when e.type = 'spend' then e.value else 1 end) as amount
+           case when e.type = 'spend' then e.value else 1 end as amount
     from public.events e
     where (%s)
       and (e.type in ('impression', 'click')
            or (e.type = 'data_usage' and not coalesce((e.context ->> 'bot')::boolean, false))
            or (e.type = 'spend' and e.value is not null))
-    group by 1, 2, 3, 4, 5, 6, 7, 8, 9
   $f$, p_where)
+$$;
+
+-- Adds the facts of p_source (a query with the columns of private.conversion_facts, signed
+-- amounts) to the points: per organization, campaign, creative and data asset, with country and
+-- device type (and currency for amounts) as dimensions. One pass of GROUPING SETS over the facts
+-- gives the organization, campaign and creative sums (a second, over the facts with assets, the
+-- data-asset sums); the few thousand series they name are resolved to ids once; then points of
+-- series new in this run are plain inserts, the others one index probe each. Returns the number
+-- of points written and the number of (org, bucket) pairs touched.
+create function private.apply_rollup_source(p_source text, out points bigint, out buckets integer)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_merged bigint;
+  v_settings text[];
+begin
+  drop table if exists pg_temp.rollup_entity_sums;
+  execute format($q$
+    create temporary table rollup_entity_sums on commit drop as
+    select f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency,
+           case when grouping(f.campaign_id) = 0 then 'campaign'
+                when grouping(f.creative_id) = 0 then 'creative'
+                else 'organization' end as entity_type,
+           case when grouping(f.campaign_id) = 0 then f.campaign_id::text
+                when grouping(f.creative_id) = 0 then f.creative_id
+                else f.org_id::text end as entity_id,
+           sum(f.amount) as value
+    from (%s) f
+    group by grouping sets ((f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency),
+                            (f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, f.campaign_id),
+                            (f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, f.creative_id))
+    having (grouping(f.campaign_id) = 1 or f.campaign_id is not null)
+       and (grouping(f.creative_id) = 1 or f.creative_id is not null)
+  $q$, p_source);
+  execute format($q$
+    insert into pg_temp.rollup_entity_sums
+    select f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, 'data_asset', a.asset_id::text,
+           sum(f.amount)
+    from (%s) f
+    cross join lateral (select distinct x from unnest(f.asset_ids) as x) as a(asset_id)
+    where f.asset_ids <> '{}'
+    group by 1, 2, 3, 4, 5, 6, 8
+  $q$, p_source);
+  analyze pg_temp.rollup_entity_sums;
+  select count(*) into buckets
+  from (select from pg_temp.rollup_entity_sums s where s.entity_type = 'organization' group by s.org_id, s.bucket) b;
+
+  -- name every series once; those named by this run have no points yet
+  drop table if exists pg_temp.rollup_series;
+  create temporary table rollup_series on commit drop as
+  select k.*, jsonb_strip_nulls(jsonb_build_object('country', nullif(k.country, ''), 'device_type', nullif(k.device_type, ''),
+                                                   'currency', nullif(k.currency, ''))) as dimensions,
+         null::bigint as series_id
+  from (
+    select distinct s.org_id, s.metric, s.entity_type, s.entity_id, s.country, s.device_type, s.currency
+    from pg_temp.rollup_entity_sums s
+  ) k;
+  drop table if exists pg_temp.rollup_new_series;
+  create temporary table rollup_new_series (id bigint primary key) on commit drop;
+  with named as (
+    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+    select k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
+    from pg_temp.rollup_series k
+    on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing
+    returning id
+  )
+  insert into pg_temp.rollup_new_series select named.id from named;
+  update pg_temp.rollup_series k
+     set series_id = s.id
+    from public.metric_series s
+   where s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
+     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions;
+  analyze pg_temp.rollup_series;
+
+  -- The planner underestimates a join on seven columns and would sort both sides on text; a hash
+  -- join it is. The settings are restored after the merge.
+  v_settings := array[current_setting('enable_nestloop'), current_setting('enable_mergejoin'),
+                      current_setting('enable_hashjoin')];
+  perform set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true);
+  drop table if exists pg_temp.rollup_deltas;
+  create temporary table rollup_deltas on commit drop as
+  select s.org_id, k.series_id, s.bucket, s.value, n.id is not null as new_series
+  from pg_temp.rollup_entity_sums s
+  join pg_temp.rollup_series k
+    on k.org_id = s.org_id and k.metric = s.metric and k.entity_type = s.entity_type and k.entity_id = s.entity_id
+   and k.country = s.country and k.device_type = s.device_type and k.currency = s.currency
+  left join pg_temp.rollup_new_series n on n.id = k.series_id
+  where s.value <> 0;
+  analyze pg_temp.rollup_deltas;
+
+  insert into public.metric_points (org_id, series_id, bucket_start, value)
+  select d.org_id, d.series_id, d.bucket, d.value
+  from pg_temp.rollup_deltas d
+  where d.new_series
+  order by d.org_id, d.series_id, d.bucket;
+  get diagnostics points = row_count;
+
+  -- One index probe per delta: never a scan of all points (which grows with history) to build a
+  -- hash table for the few thousand buckets a step touches.
+  perform set_config('enable_nestloop', 'on', true), set_config('enable_hashjoin', 'off', true);
+  merge into public.metric_points p
+  using (select * from pg_temp.rollup_deltas d where not d.new_series) d
+  on p.org_id = d.org_id and p.series_id = d.series_id and p.bucket_start = d.bucket
+  when matched and p.value + d.value = 0 then delete
+  when matched then update set value = p.value + d.value
+  when not matched then
+    insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, d.value);
+  get diagnostics v_merged = row_count;
+  perform set_config('enable_nestloop', v_settings[1], true), set_config('enable_mergejoin', v_settings[2], true),
+          set_config('enable_hashjoin', v_settings[3], true);
+  points := points + v_merged;
+end
 $$;
 
 -- One incremental step: folds in every event of the transactions between the watermark and the
@@ -407,8 +432,7 @@ declare
   v_from xid8;
   v_to xid8 := pg_snapshot_xmin(pg_current_snapshot());
   v_events bigint;
-  v_buckets integer;
-  v_rows bigint := 0;
+  v_applied record;
   v_window text;
 begin
   if not pg_try_advisory_xact_lock(hashtext('precise.rollup.metrics_15m')) then
@@ -418,48 +442,34 @@ begin
   -- the oldest running transaction never goes back, but a restored database might
   v_to := greatest(v_to, v_from);
   v_window := format('e.ingest_xid >= %L::xid8 and e.ingest_xid < %L::xid8', v_from, v_to);
-
-  drop table if exists pg_temp.rollup_facts;
-  execute 'create temporary table rollup_facts on commit drop as ' || private.counted_facts_sql(v_window);
+  execute format('select count(*) from public.events e where %s', v_window) into v_events;
 
   -- conversions the window touches: their state now minus their state before the window
-  drop table if exists pg_temp.rollup_conversion_keys;
-  execute format($k$
-    create temporary table rollup_conversion_keys on commit drop as
-    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
-           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
-           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
-           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
-           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
-           coalesce(e.context -> 'geo' ->> 'country', '') as country,
-           coalesce(e.context -> 'device' ->> 'type', '') as device_type
-    from public.events e
-    where e.type = 'conversion' and %s
-  $k$, v_window);
+  perform private.collect_conversion_keys(v_window);
   perform private.collect_conversion_events(v_to);
-  insert into pg_temp.rollup_facts select * from private.conversion_facts(v_to, 1);
-  insert into pg_temp.rollup_facts select * from private.conversion_facts(v_from, -1);
-  analyze pg_temp.rollup_facts;
+  drop table if exists pg_temp.rollup_conversion_facts;
+  create temporary table rollup_conversion_facts on commit drop as
+  select * from private.conversion_facts(v_to, 1)
+  union all
+  select * from private.conversion_facts(v_from, -1);
 
-  select count(*) into v_buckets from (select from pg_temp.rollup_facts f group by f.org_id, f.bucket) b;
-  execute format('select count(*) from public.events e where %s', v_window) into v_events;
-  if v_buckets > 0 then
-    v_rows := private.apply_rollup_facts();
-  end if;
+  select * into v_applied
+  from private.apply_rollup_source(
+    private.counted_events_sql(v_window) || ' union all select * from pg_temp.rollup_conversion_facts');
 
   update public.rollup_state s
      set watermark = v_to,
          last_run_at = v_started,
          last_duration_ms = (extract(epoch from clock_timestamp() - v_started) * 1000)::integer,
          last_events = v_events,
-         last_buckets = v_buckets,
-         last_rows = v_rows,
+         last_buckets = v_applied.buckets,
+         last_rows = v_applied.points,
          runs = s.runs + 1,
          updated_at = now()
    where s.name = 'metrics_15m';
 
-  return jsonb_build_object('skipped', false, 'events', v_events, 'buckets', v_buckets, 'rows', v_rows,
-                            'watermark', v_to::text);
+  return jsonb_build_object('skipped', false, 'events', v_events, 'buckets', v_applied.buckets,
+                            'rows', v_applied.points, 'watermark', v_to::text);
 end
 $$;
 
@@ -478,8 +488,7 @@ as $$
 declare
   v_below xid8;
   v_range text;
-  v_buckets integer;
-  v_rows bigint := 0;
+  v_applied record;
 begin
   perform pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'));
   select s.watermark into v_below from public.rollup_state s where s.name = 'metrics_15m' for update;
@@ -493,45 +502,30 @@ begin
                      'conversion_value', 'spend', 'data_usage')
     and p.org_id = s.org_id and p.series_id = s.id and p.bucket_start >= p_from and p.bucket_start < p_to;
 
-  drop table if exists pg_temp.rollup_facts;
-  execute 'create temporary table rollup_facts on commit drop as ' || private.counted_facts_sql(v_range);
-
   -- conversions with an event in the range count here if their first event is in it
-  drop table if exists pg_temp.rollup_conversion_keys;
-  execute format($k$
-    create temporary table rollup_conversion_keys on commit drop as
-    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
-           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
-           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
-           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
-           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
-           coalesce(e.context -> 'geo' ->> 'country', '') as country,
-           coalesce(e.context -> 'device' ->> 'type', '') as device_type
-    from public.events e
-    where e.type = 'conversion' and %s
-  $k$, v_range);
+  perform private.collect_conversion_keys(v_range);
   perform private.collect_conversion_events(v_below);
-  insert into pg_temp.rollup_facts
+  drop table if exists pg_temp.rollup_conversion_facts;
+  create temporary table rollup_conversion_facts on commit drop as
   select * from private.conversion_facts(v_below, 1) c where c.bucket >= p_from and c.bucket < p_to;
-  analyze pg_temp.rollup_facts;
 
-  select count(*) into v_buckets from (select from pg_temp.rollup_facts f group by f.org_id, f.bucket) b;
-  if v_buckets > 0 then
-    v_rows := private.apply_rollup_facts();
-  end if;
-  return jsonb_build_object('buckets', v_buckets, 'rows', v_rows);
+  select * into v_applied
+  from private.apply_rollup_source(
+    private.counted_events_sql(v_range) || ' union all select * from pg_temp.rollup_conversion_facts');
+  return jsonb_build_object('buckets', v_applied.buckets, 'rows', v_applied.points);
 end
 $$;
 
 revoke all on function private.conversion_facts(xid8, integer) from public;
+revoke all on function private.collect_conversion_keys(text) from public;
 revoke all on function private.collect_conversion_events(xid8) from public;
-revoke all on function private.apply_rollup_facts() from public;
-revoke all on function private.counted_facts_sql(text) from public;
+revoke all on function private.counted_events_sql(text) from public;
+revoke all on function private.apply_rollup_source(text) from public;
 revoke all on function private.rollup_metrics() from public;
 revoke all on function private.rollup_metrics_between(timestamptz, timestamptz) from public;
-grant execute on function private.conversion_facts(xid8, integer), private.collect_conversion_events(xid8),
-  private.apply_rollup_facts(), private.counted_facts_sql(text), private.rollup_metrics(),
-  private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
+grant execute on function private.conversion_facts(xid8, integer), private.collect_conversion_keys(text),
+  private.collect_conversion_events(xid8), private.counted_events_sql(text), private.apply_rollup_source(text),
+  private.rollup_metrics(), private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Reading: the sums of one entity's 15-minute points into hours, days, weeks or months of an IANA
