@@ -5,7 +5,8 @@ import type { JobDefinition } from '../job.ts';
 
 /**
  * Keeps a partition of events ready for every UTC day from yesterday to `daysAhead` ahead,
- * and carves out of events_default any day that landed there before its partition existed.
+ * and carves out of events_default every day that landed there before its partition existed
+ * (so retention drops it by whole partition like any other day).
  * The work is the SQL function private.ensure_event_partitions, so psql or a Worker cron can
  * run the same thing.
  */
@@ -25,7 +26,9 @@ export async function ensureEventPartitions(db: Queryable, input: PartitionUpkee
        (now() at time zone 'UTC')::date + $2::int) as created`,
     [daysBack, daysAhead],
   );
-  return { created: rows[0]!.created, daysBack, daysAhead };
+  // stray days (far past or future) that landed in events_default get their own partition too
+  const strays = await db.query<{ carved: number }>('select private.carve_default_event_days() as carved');
+  return { created: rows[0]!.created, carved: strays.rows[0]!.carved, daysBack, daysAhead };
 }
 
 /** Drops the raw-event partitions of days before `retentionDays` ago; metrics stay. */

@@ -54,6 +54,19 @@ describe(`partitions and retention (${BACKEND})`, () => {
     expect(metricsAfter.rows[0]!.total).toBe(metricsBefore.rows[0]!.total);
   });
 
+  it('carves a stray day out of events_default, so retention drops it like any other day', async () => {
+    await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-stray', { id_source: 'client', occurred_at: '2023-06-01T12:00:00Z' })], failures: [] });
+    const inDefault = await test.db.query<{ n: number }>('select count(*)::int as n from events_default');
+    expect(inDefault.rows[0]!.n).toBe(1);
+    const result = (await partitionUpkeepJob.run(test.db, { retentionDays: 30 })) as { carved: number; retention: { dropped: string[] } };
+    expect(result.carved).toBe(1);
+    expect(result.retention.dropped).toContain('events_p20230601');
+    const left = await test.db.query<{ n: number }>('select count(*)::int as n from events_default');
+    expect(left.rows[0]!.n).toBe(0);
+    const stray = await test.db.query('select 1 from events where event_id = $1', ['ret-stray']);
+    expect(stray.rowCount).toBe(0);
+  });
+
   it('runs from the scheduled job with the configured retention, and refuses a future cutoff', async () => {
     const result = (await partitionUpkeepJob.run(test.db, { retentionDays: 3 })) as { created: number; retention: { dropped: string[] } };
     expect(result.retention.dropped).toContain(partitionOf(day(-5)));
