@@ -50,7 +50,8 @@ comment on table public.metric_points is 'The values of metric_series, one row p
 create trigger touch_updated_at before update on public.metric_series
   for each row execute function private.touch_updated_at();
 
--- The rows of the first table move over unchanged.
+-- The rows of the first table move over: values and buckets unchanged; each series keeps the
+-- properties of its latest row (the rollup wrote none).
 insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions, properties)
 select distinct on (m.org_id, m.entity_type, m.entity_id, m.metric, m.granularity, m.dimensions)
        m.org_id, m.metric, m.entity_type, m.entity_id, m.granularity, m.dimensions, m.properties
@@ -179,97 +180,198 @@ drop function private.recompute_metric_buckets(jsonb);
 drop function private.rollup_metric_names();
 drop function private.bucket_15m(timestamptz);
 
--- The conversions of the keys in pg_temp.rollup_conversion_events, as facts: each key counts
--- once, in the bucket of its first event and for that event's campaign, creative, assets,
--- country and device, while its latest status is approved (none means approved), with its latest
--- amount. p_sign 1 adds, -1 takes away.
-create function private.conversion_facts(p_below xid8, p_sign integer)
+-- What each conversion contributes to the points now: its first event (where and for what it
+-- counts), its latest status, its latest amount. A step folds the window's events of a conversion
+-- into its row and adds the difference of the two contributions, so it never re-reads the
+-- conversion's older events, and a status change still finds what was counted after retention
+-- dropped the partition of the first event. One row per conversion (about 1 % of events).
+create table public.rollup_conversions (
+  org_id uuid not null,
+  -- ["click_id", "txid"], or ["event_id"] for a conversion without a click id
+  conversion_key text not null,
+  first_event_id text not null,
+  first_at timestamptz not null,
+  first_received_at timestamptz not null,
+  campaign_id uuid,
+  creative_id text,
+  asset_ids uuid[] not null default '{}',
+  country text not null default '',
+  device_type text not null default '',
+  status text not null,
+  status_event_id text not null,
+  status_received_at timestamptz not null,
+  amount numeric,
+  currency text not null default '',
+  amount_event_id text,
+  amount_received_at timestamptz,
+  updated_at timestamptz not null default now(),
+  primary key (org_id, conversion_key)
+);
+comment on table public.rollup_conversions is 'The rollup''s state of every conversion: what it adds to the metrics (backend only).';
+alter table public.rollup_conversions enable row level security;
+revoke all on table public.rollup_conversions from anon, authenticated;
+grant all on table public.rollup_conversions to service_role;
+
+-- A conversion's key, from an event e.
+create function private.conversion_key_sql() returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select $k$case when e.click_id is null then jsonb_build_array(e.event_id)::text
+              else jsonb_build_array(e.click_id, coalesce(e.properties ->> 'txid', ''))::text end$k$
+$$;
+
+-- Conversion events matching p_where (a condition on public.events e), as candidates of the fold.
+create function private.conversion_candidates_sql(p_where text) returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select format($f$
+    select e.org_id, %s as conversion_key, 'event' as role, e.event_id, e.occurred_at, e.received_at,
+           e.status, e.value, coalesce(e.currency, '') as currency, e.campaign_id,
+           nullif(e.creative_id, '') as creative_id, e.asset_ids,
+           coalesce(e.context -> 'geo' ->> 'country', '') as country,
+           coalesce(e.context -> 'device' ->> 'type', '') as device_type
+    from public.events e
+    where e.type = 'conversion' and (%s)
+  $f$, private.conversion_key_sql(), p_where)
+$$;
+
+-- Adds to pg_temp.rollup_conversion_candidates the stored state of the conversions it names, as
+-- three candidates each (its first event, its latest status, its latest amount), and keeps that
+-- state in pg_temp.rollup_conversions_before.
+create function private.add_stored_conversion_states() returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  drop table if exists pg_temp.rollup_conversions_before;
+  create temporary table rollup_conversions_before on commit drop as
+  select l.*
+  from public.rollup_conversions l
+  join (select distinct c.org_id, c.conversion_key from pg_temp.rollup_conversion_candidates c) k
+    on k.org_id = l.org_id and k.conversion_key = l.conversion_key;
+  insert into pg_temp.rollup_conversion_candidates
+  select b.org_id, b.conversion_key, 'first', b.first_event_id, b.first_at, b.first_received_at, null::text,
+         null::numeric, '', b.campaign_id, b.creative_id, b.asset_ids, b.country, b.device_type
+  from pg_temp.rollup_conversions_before b
+  union all
+  select b.org_id, b.conversion_key, 'status', b.status_event_id, null::timestamptz, b.status_received_at, b.status,
+         null::numeric, '', null::uuid, null::text, '{}'::uuid[], '', ''
+  from pg_temp.rollup_conversions_before b
+  union all
+  select b.org_id, b.conversion_key, 'amount', b.amount_event_id, null::timestamptz, b.amount_received_at, null::text,
+         b.amount, b.currency, null::uuid, null::text, '{}'::uuid[], '', ''
+  from pg_temp.rollup_conversions_before b
+  where b.amount is not null;
+  analyze pg_temp.rollup_conversion_candidates;
+end
+$$;
+
+-- The state of every conversion in pg_temp.rollup_conversion_candidates: the first event by
+-- (occurred_at, received_at, event_id); the latest status by (received_at, event_id), none
+-- meaning approved; the latest amount the same way among events with one. Min and max are
+-- idempotent, so folding a stored state with new events equals folding all the events.
+create function private.fold_conversion_states() returns setof public.rollup_conversions
+language plpgsql
+set search_path = ''
+as $$
+begin
+  return query
+  with firsts as (
+    select distinct on (c.org_id, c.conversion_key) c.*
+    from pg_temp.rollup_conversion_candidates c
+    where c.role in ('event', 'first')
+    order by c.org_id, c.conversion_key, c.occurred_at, c.received_at, c.event_id
+  ),
+  latest as (
+    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, coalesce(c.status, 'approved') as status,
+           c.event_id, c.received_at
+    from pg_temp.rollup_conversion_candidates c
+    where c.role in ('event', 'status')
+    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
+  ),
+  amounts as (
+    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, c.value, c.currency, c.event_id, c.received_at
+    from pg_temp.rollup_conversion_candidates c
+    where c.role in ('event', 'amount') and c.value is not null
+    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
+  )
+  select f.org_id, f.conversion_key, f.event_id, f.occurred_at, f.received_at, f.campaign_id, f.creative_id,
+         f.asset_ids, f.country, f.device_type, l.status, l.event_id, l.received_at,
+         a.value, coalesce(a.currency, ''), a.event_id, a.received_at, now()
+  from firsts f
+  join latest l on l.org_id = f.org_id and l.conversion_key = f.conversion_key
+  left join amounts a on a.org_id = f.org_id and a.conversion_key = f.conversion_key;
+end
+$$;
+
+-- What the conversion states in the temporary table p_states contribute, as facts: one
+-- conversion in the bucket of the first event, for its campaign, creative, assets, country and
+-- device, and its amount, while the latest status is approved. p_sign 1 adds, -1 takes away.
+create function private.conversion_facts(p_states text, p_sign integer)
 returns table (org_id uuid, bucket timestamptz, campaign_id uuid, creative_id text, asset_ids uuid[],
                country text, device_type text, currency text, metric text, amount numeric)
 language plpgsql
 set search_path = ''
 as $$
-#variable_conflict use_column
 begin
-  return query
-  with chosen as (
-    select * from pg_temp.rollup_conversion_events c where c.ingest_xid < p_below
-  ),
-  firsts as (
-    select distinct on (c.org_id, c.conversion_key) c.*
-    from chosen c
-    order by c.org_id, c.conversion_key, c.occurred_at, c.received_at, c.event_id
-  ),
-  latest as (
-    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, coalesce(c.status, 'approved') as status
-    from chosen c
-    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
-  ),
-  amounts as (
-    select distinct on (c.org_id, c.conversion_key) c.org_id, c.conversion_key, c.value, c.currency
-    from chosen c
-    where c.value is not null
-    order by c.org_id, c.conversion_key, c.received_at desc, c.event_id desc
-  )
-  select f.org_id, date_bin('15 minutes', f.occurred_at, timestamptz '2000-01-01 00:00:00+00'),
-         f.campaign_id, f.creative_id, f.asset_ids, f.country, f.device_type, x.currency, x.metric, p_sign * x.amount
-  from firsts f
-  join latest l on l.org_id = f.org_id and l.conversion_key = f.conversion_key and l.status = 'approved'
-  left join amounts a on a.org_id = f.org_id and a.conversion_key = f.conversion_key
-  cross join lateral (values ('conversions', 1::numeric, ''), ('conversion_value', a.value, coalesce(a.currency, '')))
-    as x(metric, amount, currency)
-  where x.amount is not null;
+  return query execute format($q$
+    select s.org_id, date_bin('15 minutes', s.first_at, timestamptz '2000-01-01 00:00:00+00'),
+           s.campaign_id, s.creative_id, s.asset_ids, s.country, s.device_type, x.currency, x.metric, $1 * x.amount
+    from pg_temp.%I s
+    cross join lateral (values ('conversions', 1::numeric, ''), ('conversion_value', s.amount, s.currency))
+      as x(metric, amount, currency)
+    where s.status = 'approved' and x.amount is not null
+  $q$, p_states) using p_sign;
 end
 $$;
 
--- The conversions that events matching p_where (a condition on public.events e) belong to, in
--- pg_temp.rollup_conversion_keys: keyed by click_id and txid, or by event_id when there is no
--- click_id (such a lone conversion is one event: event ids are unique per organization).
-create function private.collect_conversion_keys(p_where text) returns void
+-- Stores the folded states in pg_temp.rollup_conversions_after as the conversions' state.
+create function private.store_conversion_states() returns void
 language plpgsql
 set search_path = ''
 as $$
 begin
-  drop table if exists pg_temp.rollup_conversion_keys;
+  insert into public.rollup_conversions
+  select * from pg_temp.rollup_conversions_after
+  on conflict (org_id, conversion_key) do update
+     set first_event_id = excluded.first_event_id, first_at = excluded.first_at,
+         first_received_at = excluded.first_received_at, campaign_id = excluded.campaign_id,
+         creative_id = excluded.creative_id, asset_ids = excluded.asset_ids, country = excluded.country,
+         device_type = excluded.device_type, status = excluded.status, status_event_id = excluded.status_event_id,
+         status_received_at = excluded.status_received_at, amount = excluded.amount, currency = excluded.currency,
+         amount_event_id = excluded.amount_event_id, amount_received_at = excluded.amount_received_at,
+         updated_at = now();
+end
+$$;
+
+-- Every event (below p_below) of the conversions with an event matching p_range, as candidates:
+-- by click_id and txid (indexed by click_id), or the lone event itself.
+create function private.collect_range_conversion_candidates(p_range text, p_below xid8) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  drop table if exists pg_temp.rollup_range_conversion_clicks;
   execute format($k$
-    create temporary table rollup_conversion_keys on commit drop as
-    select distinct on (e.org_id, coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id))
-           e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid,
-           coalesce(e.click_id || ' ' || coalesce(e.properties ->> 'txid', ''), e.event_id) as conversion_key,
-           e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value, e.currency,
-           e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
-           coalesce(e.context -> 'geo' ->> 'country', '') as country,
-           coalesce(e.context -> 'device' ->> 'type', '') as device_type
+    create temporary table rollup_range_conversion_clicks on commit drop as
+    select distinct e.org_id, e.click_id, coalesce(e.properties ->> 'txid', '') as txid
     from public.events e
-    where e.type = 'conversion' and (%s)
-  $k$, p_where);
-end
-$$;
-
--- Collects every event (below p_below) of the conversions in pg_temp.rollup_conversion_keys: by
--- click_id and txid (indexed by click_id), or the lone event itself.
-create function private.collect_conversion_events(p_below xid8) returns void
-language plpgsql
-set search_path = ''
-as $$
-begin
-  drop table if exists pg_temp.rollup_conversion_events;
-  create temporary table rollup_conversion_events on commit drop as
-  select e.org_id, k.conversion_key, e.event_id, e.occurred_at, e.received_at, e.ingest_xid, e.status, e.value,
-         e.currency, e.campaign_id, nullif(e.creative_id, '') as creative_id, e.asset_ids,
-         coalesce(e.context -> 'geo' ->> 'country', '') as country,
-         coalesce(e.context -> 'device' ->> 'type', '') as device_type
-  from pg_temp.rollup_conversion_keys k
-  join public.events e
-    on e.org_id = k.org_id and e.click_id = k.click_id and e.type = 'conversion'
-   and coalesce(e.properties ->> 'txid', '') = k.txid
-  where k.click_id is not null and e.ingest_xid < p_below
-  union all
-  select k.org_id, k.conversion_key, k.event_id, k.occurred_at, k.received_at, k.ingest_xid, k.status, k.value,
-         k.currency, k.campaign_id, k.creative_id, k.asset_ids, k.country, k.device_type
-  from pg_temp.rollup_conversion_keys k
-  where k.click_id is null and k.ingest_xid < p_below;
-  analyze pg_temp.rollup_conversion_events;
+    where e.type = 'conversion' and e.click_id is not null and (%s)
+  $k$, p_range);
+  analyze pg_temp.rollup_range_conversion_clicks;
+  drop table if exists pg_temp.rollup_conversion_candidates;
+  execute 'create temporary table rollup_conversion_candidates on commit drop as '
+    || private.conversion_candidates_sql(format('e.click_id is null and %s', p_range))
+    || ' union all '
+    || private.conversion_candidates_sql(format(
+         $w$e.ingest_xid < %L::xid8 and exists (
+              select 1 from pg_temp.rollup_range_conversion_clicks k
+              where k.org_id = e.org_id and k.click_id = e.click_id
+                and k.txid = coalesce(e.properties ->> 'txid', ''))$w$, p_below));
 end
 $$;
 
@@ -391,7 +493,7 @@ begin
   analyze pg_temp.rollup_deltas;
 
   insert into public.metric_points (org_id, series_id, bucket_start, value)
-  select d.org_id, d.series_id, d.bucket, d.value
+  select d.org_id, d.series_id, d.bucket, trim_scale(d.value)
   from pg_temp.rollup_deltas d
   where d.new_series
   order by d.org_id, d.series_id, d.bucket;
@@ -404,9 +506,9 @@ begin
   using (select * from pg_temp.rollup_deltas d where not d.new_series) d
   on p.org_id = d.org_id and p.series_id = d.series_id and p.bucket_start = d.bucket
   when matched and p.value + d.value = 0 then delete
-  when matched then update set value = p.value + d.value
+  when matched then update set value = trim_scale(p.value + d.value)
   when not matched then
-    insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, d.value);
+    insert (org_id, series_id, bucket_start, value) values (d.org_id, d.series_id, d.bucket, trim_scale(d.value));
   get diagnostics v_merged = row_count;
   perform set_config('enable_nestloop', v_settings[1], true), set_config('enable_mergejoin', v_settings[2], true),
           set_config('enable_hashjoin', v_settings[3], true);
@@ -444,14 +546,20 @@ begin
   v_window := format('e.ingest_xid >= %L::xid8 and e.ingest_xid < %L::xid8', v_from, v_to);
   execute format('select count(*) from public.events e where %s', v_window) into v_events;
 
-  -- conversions the window touches: their state now minus their state before the window
-  perform private.collect_conversion_keys(v_window);
-  perform private.collect_conversion_events(v_to);
+  -- conversions the window touches: their stored state folded with the window's events; the
+  -- facts are the new contribution minus the stored one
+  drop table if exists pg_temp.rollup_conversion_candidates;
+  execute 'create temporary table rollup_conversion_candidates on commit drop as '
+    || private.conversion_candidates_sql(v_window);
+  perform private.add_stored_conversion_states();
+  drop table if exists pg_temp.rollup_conversions_after;
+  create temporary table rollup_conversions_after on commit drop as select * from private.fold_conversion_states();
   drop table if exists pg_temp.rollup_conversion_facts;
   create temporary table rollup_conversion_facts on commit drop as
-  select * from private.conversion_facts(v_to, 1)
+  select * from private.conversion_facts('rollup_conversions_after', 1)
   union all
-  select * from private.conversion_facts(v_from, -1);
+  select * from private.conversion_facts('rollup_conversions_before', -1);
+  perform private.store_conversion_states();
 
   select * into v_applied
   from private.apply_rollup_source(
@@ -487,45 +595,72 @@ set enable_memoize = off
 as $$
 declare
   v_below xid8;
+  v_log_starts timestamptz;
+  v_from timestamptz;
+  v_to timestamptz;
   v_range text;
   v_applied record;
 begin
   perform pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'));
-  select s.watermark into v_below from public.rollup_state s where s.name = 'metrics_15m' for update;
+  select s.watermark, (s.properties ->> 'log_starts_at')::timestamptz into v_below, v_log_starts
+  from public.rollup_state s where s.name = 'metrics_15m' for update;
+  -- whole buckets only: a range cut inside a bucket would count part of it twice or not at all
+  v_from := date_bin('15 minutes', p_from, timestamptz '2000-01-01 00:00:00+00');
+  v_to := date_bin('15 minutes', p_to - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00') + interval '15 minutes';
+  if v_log_starts is not null and v_from < v_log_starts then
+    raise exception 'the raw events before % are dropped (retention): a range from % cannot be rebuilt from the log',
+      v_log_starts, p_from
+      using errcode = 'invalid_parameter_value';
+  end if;
   v_range := format('e.occurred_at >= %L::timestamptz and e.occurred_at < %L::timestamptz and e.ingest_xid < %L::xid8',
-                    p_from, p_to, v_below);
+                    v_from, v_to, v_below);
 
   delete from public.metric_points p
   using public.metric_series s
   where s.granularity = '15m'
     and s.metric in ('impressions', 'clicks', 'bot_impressions', 'bot_clicks', 'conversions',
                      'conversion_value', 'spend', 'data_usage')
-    and p.org_id = s.org_id and p.series_id = s.id and p.bucket_start >= p_from and p.bucket_start < p_to;
+    and p.org_id = s.org_id and p.series_id = s.id and p.bucket_start >= v_from and p.bucket_start < v_to;
 
   -- conversions with an event in the range count here if their first event is in it
-  perform private.collect_conversion_keys(v_range);
-  perform private.collect_conversion_events(v_below);
+  perform private.collect_range_conversion_candidates(v_range, v_below);
+  perform private.add_stored_conversion_states();
+  drop table if exists pg_temp.rollup_conversions_after;
+  create temporary table rollup_conversions_after on commit drop as select * from private.fold_conversion_states();
   drop table if exists pg_temp.rollup_conversion_facts;
   create temporary table rollup_conversion_facts on commit drop as
-  select * from private.conversion_facts(v_below, 1) c where c.bucket >= p_from and c.bucket < p_to;
+  select * from private.conversion_facts('rollup_conversions_after', 1) c where c.bucket >= v_from and c.bucket < v_to;
+  perform private.store_conversion_states();
 
   select * into v_applied
   from private.apply_rollup_source(
     private.counted_events_sql(v_range) || ' union all select * from pg_temp.rollup_conversion_facts');
-  return jsonb_build_object('buckets', v_applied.buckets, 'rows', v_applied.points);
+  return jsonb_build_object('buckets', v_applied.buckets, 'rows', v_applied.points, 'from', v_from, 'to', v_to);
 end
 $$;
 
-revoke all on function private.conversion_facts(xid8, integer) from public;
-revoke all on function private.collect_conversion_keys(text) from public;
-revoke all on function private.collect_conversion_events(xid8) from public;
-revoke all on function private.counted_events_sql(text) from public;
-revoke all on function private.apply_rollup_source(text) from public;
-revoke all on function private.rollup_metrics() from public;
-revoke all on function private.rollup_metrics_between(timestamptz, timestamptz) from public;
-grant execute on function private.conversion_facts(xid8, integer), private.collect_conversion_keys(text),
-  private.collect_conversion_events(xid8), private.counted_events_sql(text), private.apply_rollup_source(text),
-  private.rollup_metrics(), private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
+revoke all on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
+  private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
+  private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
+  private.counted_events_sql(text), private.apply_rollup_source(text), private.rollup_metrics(),
+  private.rollup_metrics_between(timestamptz, timestamptz) from public;
+grant execute on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
+  private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
+  private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
+  private.counted_events_sql(text), private.apply_rollup_source(text), private.rollup_metrics(),
+  private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
+
+-- The state of the conversions already in the metrics, from the log below the watermark (the
+-- previous rollup counted exactly those events).
+do $$
+begin
+  execute 'create temporary table rollup_conversion_candidates as '
+    || private.conversion_candidates_sql(format('e.ingest_xid < %L::xid8',
+         (select s.watermark from public.rollup_state s where s.name = 'metrics_15m')));
+end
+$$;
+insert into public.rollup_conversions select * from private.fold_conversion_states();
+drop table pg_temp.rollup_conversion_candidates;
 
 -- ---------------------------------------------------------------------------------------------
 -- Reading: the sums of one entity's 15-minute points into hours, days, weeks or months of an IANA
