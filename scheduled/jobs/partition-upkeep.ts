@@ -31,13 +31,17 @@ export async function ensureEventPartitions(db: Queryable, input: PartitionUpkee
   return { created: rows[0]!.created, carved: strays.rows[0]!.carved, daysBack, daysAhead };
 }
 
-/** Drops the raw-event partitions of days before `retentionDays` ago; metrics stay. */
+/**
+ * Drops the raw-event partitions of days before `retentionDays` ago, once their events are in
+ * the metrics (it runs a rollup step first, and postpones the drop while older events are still
+ * pending); metrics stay.
+ */
 export async function applyRetention(db: Queryable, retentionDays: number) {
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
     throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
   }
-  const { rows } = await db.query<{ result: { dropped: string[]; ledger_rows_pruned: number } }>(
-    `select private.drop_event_partitions_before((now() at time zone 'UTC')::date - $1::int) as result`,
+  const { rows } = await db.query<{ result: { dropped: string[]; ledger_rows_pruned?: number; postponed: boolean; reason?: string } }>(
+    `select private.apply_event_retention((now() at time zone 'UTC')::date - $1::int) as result`,
     [retentionDays],
   );
   return rows[0]!.result;

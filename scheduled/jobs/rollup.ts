@@ -41,10 +41,13 @@ async function backfill(db: Queryable, from: Date, to: Date, onProgress?: (progr
   for (let i = 0; i < total; i += 1) {
     const start = new Date(from.getTime() + i * day);
     const end = new Date(Math.min(to.getTime(), start.getTime() + day));
-    const { rows } = await db.query<{ result: { buckets: number; rows: number } }>(
-      'select private.rollup_metrics_between($1, $2) as result',
-      [start, end],
-    );
+    const { rows } = await db
+      .query<{ result: { buckets: number; rows: number } }>('select private.rollup_metrics_between($1, $2) as result', [start, end])
+      .catch((error: { code?: string; message?: string }) => {
+        // a range before the start of the retained log
+        if (error.code === '22023') throw new PreciseError('invalid_argument', error.message ?? 'bad range', { field: 'from' });
+        throw error;
+      });
     summary.buckets += rows[0]!.result.buckets;
     summary.rows += Number(rows[0]!.result.rows);
     onProgress?.({ done: i + 1, total });

@@ -52,7 +52,47 @@ describe(`partitions and retention (${BACKEND})`, () => {
     expect(events.rows.map((row) => row.event_id)).toEqual(['ret-0', 'ret-5']);
     const metricsAfter = await test.db.query<{ total: string }>(`select sum(value)::text as total from metrics where org_id = $1 and metric = 'impressions'`, [orgId]);
     expect(metricsAfter.rows[0]!.total).toBe(metricsBefore.rows[0]!.total);
+
+    // the dropped days cannot be "rebuilt" into empty ones, and their metrics stay
+    await expect(runRollup(test.db, { from: day(-40).toISOString(), to: day(-33).toISOString() })).rejects.toMatchObject({
+      code: 'invalid_argument',
+      details: { field: 'from' },
+    });
+    const metricsKept = await test.db.query<{ total: string }>(`select sum(value)::text as total from metrics where org_id = $1 and metric = 'impressions'`, [orgId]);
+    expect(metricsKept.rows[0]!.total).toBe(metricsBefore.rows[0]!.total);
   });
+
+  if (BACKEND === 'postgres') {
+    // Only a server with several connections can run a rollup elsewhere meanwhile.
+    it('postpones the drop while an older event is not in the metrics yet', async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => (started = resolve));
+      const other = test.db.transaction(async (tx) => {
+        await tx.query(`select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
+        started();
+        await gate;
+      });
+      await running;
+      await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late', { id_source: 'client', occurred_at: day(-20).toISOString() })], failures: [] });
+      const postponed = await applyRetention(test.db, 10);
+      expect(postponed).toMatchObject({ postponed: true, dropped: [] });
+      expect(await partitions()).toContain(partitionOf(day(-20)));
+      release();
+      await other;
+      const done = await applyRetention(test.db, 10);
+      expect(done.postponed).toBe(false);
+      expect(done.dropped).toContain(partitionOf(day(-20)));
+      // its bucket holds it: it was folded in before its partition went
+      const late = await test.db.query<{ total: string }>(
+        `select sum(value)::text as total from metrics where org_id = $1 and metric = 'impressions' and entity_type = 'organization'
+           and bucket_start > $2::timestamptz - interval '15 minutes' and bucket_start <= $2`,
+        [orgId, day(-20)],
+      );
+      expect(Number(late.rows[0]!.total)).toBe(1);
+    });
+  }
 
   it('carves a stray day out of events_default, so retention drops it like any other day', async () => {
     await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-stray', { id_source: 'client', occurred_at: '2023-06-01T12:00:00Z' })], failures: [] });

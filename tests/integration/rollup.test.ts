@@ -93,6 +93,15 @@ describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
     expect(backfill).toMatchObject({ days: 14 });
     expect(days).toEqual(Array.from({ length: 14 }, (_, i) => i + 1));
     expect(await snapshot()).toEqual(before);
+    // a range cut inside buckets is widened to whole buckets: nothing counted twice or lost
+    const cut = await test.db.query<{ result: { from: string; to: string } }>(
+      `select private.rollup_metrics_between('2026-03-07T10:07:00Z', '2026-03-07T11:07:00Z') as result`,
+    );
+    expect([new Date(cut.rows[0]!.result.from).toISOString(), new Date(cut.rows[0]!.result.to).toISOString()]).toEqual([
+      '2026-03-07T10:00:00.000Z',
+      '2026-03-07T11:15:00.000Z',
+    ]);
+    expect(await snapshot()).toEqual(before);
   });
 
   it('folds a late event into its old bucket on the next run', async () => {
