@@ -66,30 +66,34 @@ export function validateTimeZone(timeZone: string): void {
   }
 }
 
-/** One row of public.metric_buckets: a local bucket, its UTC offset, and a summed metric (or none). */
-export interface BucketRow {
-  local_bucket: string;
-  offset_minutes: number;
-  metric: string | null;
-  value: string | null;
+/** A local bucket, its UTC offset in minutes, and a summed metric (or none: an empty bucket). */
+export type BucketRow = [localBucket: string, offsetMinutes: number, metric: string | null, value: string | null];
+
+/** What public.metric_buckets answers: the rows, and the currencies of the amounts summed. */
+export interface MetricBuckets {
+  currencies: string[];
+  rows: BucketRow[];
 }
 
 /** Where the sums come from: SQL (Postgres, PGlite, Hyperdrive) or supabase-js rpc. */
 export interface MetricsReader {
-  buckets(query: MetricsQuery, metrics: string[]): Promise<BucketRow[]>;
+  buckets(query: MetricsQuery, metrics: string[]): Promise<MetricBuckets>;
 }
 
 export function sqlMetricsReader(db: Queryable): MetricsReader {
   return {
     async buckets(query, metrics) {
-      const { rows } = await db.query<BucketRow>(
-        'select * from public.metric_buckets($1, $2, $3, $4::text[], $5::timestamptz, $6::timestamptz, $7, $8, $9)',
+      const { rows } = await db.query<{ result: MetricBuckets }>(
+        'select public.metric_buckets($1, $2, $3, $4::text[], $5::timestamptz, $6::timestamptz, $7, $8, $9) as result',
         [query.orgId, query.entityType, query.entityId, metrics, query.from, query.to, query.granularity, query.timeZone, query.currency ?? null],
       );
-      return rows;
+      return rows[0]!.result;
     },
   };
 }
+
+/** Metrics that are amounts of money: summed per currency, never across currencies. */
+const AMOUNTS = new Set(['spend', 'conversion_value']);
 
 export async function queryMetrics(reader: MetricsReader, query: MetricsQuery): Promise<MetricPoint[]> {
   const needed = new Set<string>();
@@ -98,13 +102,20 @@ export async function queryMetrics(reader: MetricsReader, query: MetricsQuery): 
     if (ratio) ratio.forEach((part) => needed.add(part));
     else needed.add(name);
   }
-  const rows = await reader.buckets(query, [...needed]);
+  const { currencies, rows } = await reader.buckets(query, [...needed]);
+  if (!query.currency && currencies.length > 1 && [...needed].some((name) => AMOUNTS.has(name))) {
+    throw new PreciseError(
+      'validation_failed',
+      `amounts in several currencies (${currencies.join(', ')}): choose one with currency=`,
+      { field: 'currency' },
+    );
+  }
 
   const buckets = new Map<string, Map<string, number>>();
-  for (const row of rows) {
-    const bucket = `${row.local_bucket}${formatOffset(row.offset_minutes)}`;
+  for (const [localBucket, offsetMinutes, metric, value] of rows) {
+    const bucket = `${localBucket}${formatOffset(offsetMinutes)}`;
     if (!buckets.has(bucket)) buckets.set(bucket, new Map());
-    if (row.metric) buckets.get(bucket)!.set(row.metric, Number(row.value));
+    if (metric) buckets.get(bucket)!.set(metric, Number(value));
   }
   const points: MetricPoint[] = [];
   for (const [bucket, values] of buckets) {

@@ -4,7 +4,7 @@ import type { CampaignStore } from '../campaigns.ts';
 import type { PostbackRecorder, PostbackResult } from '../postback.ts';
 import type { IntegrationRecord, WebhookStore } from '../integrations.ts';
 import { PreciseError } from '../errors.ts';
-import type { BucketRow, MetricsReader } from '../metrics-query.ts';
+import type { MetricBuckets, MetricsReader } from '../metrics-query.ts';
 import type { IngestBatch } from './batch.ts';
 import { parseIngestResult, type EventWriter } from './writer.ts';
 
@@ -63,7 +63,7 @@ export function supabaseMetricsReader(client: SupabaseClient): MetricsReader {
         p_currency: query.currency ?? null,
       });
       if (error) throw unavailable('metric_buckets', error.message);
-      return data as BucketRow[];
+      return data as MetricBuckets;
     },
   };
 }

@@ -667,7 +667,8 @@ drop table pg_temp.rollup_conversion_candidates;
 -- time zone (exact: every zone's offset is a multiple of 15 minutes), every local bucket from
 -- p_from to p_to listed (empty ones too, so a chart can draw them) and stepped in local wall time
 -- so that days stay days across daylight-saving changes. One function for every driver: SQL on
--- Postgres and PGlite, supabase-js rpc on a Supabase edge deployment (service role only).
+-- Postgres and PGlite, supabase-js rpc on a Supabase edge deployment (service role only). One
+-- jsonb value, not a set of rows: PostgREST cuts sets at its max_rows (1,000 by default).
 -- ---------------------------------------------------------------------------------------------
 create function public.metric_buckets(
   p_org_id uuid,
@@ -680,34 +681,47 @@ create function public.metric_buckets(
   p_time_zone text,
   p_currency text default null
 )
-returns table (local_bucket text, offset_minutes integer, metric text, value text)
+returns jsonb
 language sql
 stable
 set search_path = ''
 as $$
-  with series as (
+  with chosen as (
+    -- amounts restricted to the currency asked for; counters have none
+    select s.id, s.metric, s.dimensions ->> 'currency' as currency
+    from public.metric_series s
+    where s.org_id = p_org_id and s.entity_type = p_entity_type and s.entity_id = p_entity_id
+      and s.granularity = '15m' and s.metric = any (p_metrics)
+      and (p_currency is null or s.metric not in ('spend', 'conversion_value') or s.dimensions ->> 'currency' = p_currency)
+  ),
+  points as (
+    select c.metric, c.currency, p.bucket_start, p.value
+    from chosen c
+    join public.metric_points p on p.org_id = p_org_id and p.series_id = c.id
+    where p.bucket_start >= p_from and p.bucket_start < p_to
+  ),
+  summed as (
+    select date_trunc(p_granularity, p.bucket_start at time zone p_time_zone) as local_bucket, p.metric, sum(p.value) as value
+    from points p
+    group by 1, 2
+  ),
+  buckets as (
     select generate_series(
              date_trunc(p_granularity, p_from at time zone p_time_zone),
              (p_to at time zone p_time_zone) - interval '1 microsecond',
              ('1 ' || p_granularity)::interval) as local_bucket
-  ),
-  summed as (
-    select date_trunc(p_granularity, p.bucket_start at time zone p_time_zone) as local_bucket, s.metric,
-           sum(p.value) as value
-    from public.metric_series s
-    join public.metric_points p on p.org_id = s.org_id and p.series_id = s.id
-    where s.org_id = p_org_id and s.entity_type = p_entity_type and s.entity_id = p_entity_id
-      and s.granularity = '15m' and s.metric = any (p_metrics)
-      and (p_currency is null or s.dimensions ->> 'currency' = p_currency or not (s.dimensions ? 'currency'))
-      and p.bucket_start >= p_from and p.bucket_start < p_to
-    group by 1, 2
   )
-  select to_char(b.local_bucket, 'YYYY-MM-DD"T"HH24:MI:SS'),
-         (extract(epoch from b.local_bucket - ((b.local_bucket at time zone p_time_zone) at time zone 'UTC')) / 60)::integer,
-         v.metric, v.value::text
-  from series b
-  left join summed v on v.local_bucket = b.local_bucket
-  order by b.local_bucket, v.metric
+  select jsonb_build_object(
+    -- the currencies of the amounts summed, so that the caller can refuse to add USD to EUR
+    'currencies', coalesce((select jsonb_agg(distinct p.currency) from points p where p.currency is not null), '[]'),
+    -- one array per bucket and metric: local time, offset in minutes, metric (or null), sum
+    'rows', coalesce((
+      select jsonb_agg(jsonb_build_array(
+               to_char(b.local_bucket, 'YYYY-MM-DD"T"HH24:MI:SS'),
+               (extract(epoch from b.local_bucket - ((b.local_bucket at time zone p_time_zone) at time zone 'UTC')) / 60)::integer,
+               v.metric, v.value::text) order by b.local_bucket, v.metric)
+      from buckets b
+      left join summed v on v.local_bucket = b.local_bucket), '[]'))
 $$;
 comment on function public.metric_buckets(uuid, text, text, text[], timestamptz, timestamptz, text, text, text) is
   'GET /v1/metrics: one entity''s metrics summed into local hours, days, weeks or months (backend only).';

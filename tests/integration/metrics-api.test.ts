@@ -100,6 +100,36 @@ describe(`GET /v1/metrics (${BACKEND})`, () => {
     expect((await get({ metric: 'clicks', from: '2026-03-07', to: '2026-03-08' }, h.publishableKey)).status).toBe(403);
   });
 
+  it('sums amounts per currency: one asked for, or a 400 when several would be added up', async () => {
+    const spend = [
+      { type: 'spend', occurred_at: '2026-03-20T10:00:00Z', value: 12.5, currency: 'USD', campaign_id: campaignId },
+      { type: 'spend', occurred_at: '2026-03-20T11:00:00Z', value: 7.25, currency: 'USD', campaign_id: campaignId },
+      { type: 'spend', occurred_at: '2026-03-20T12:00:00Z', value: 30, currency: 'EUR', campaign_id: campaignId },
+      { type: 'impression', occurred_at: '2026-03-20T12:00:00Z', campaign_id: campaignId },
+    ];
+    const sentSpend = await h.app.request('/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${h.ingestKey}` },
+      body: JSON.stringify({ events: spend }),
+    });
+    expect(sentSpend.status).toBe(202);
+    await h.services.sink.close?.();
+    await runRollup(h.test.db);
+    const range = { granularity: 'day', tz: 'UTC', from: '2026-03-20', to: '2026-03-21' };
+    const mixed = await get({ metric: 'spend', ...range });
+    expect(mixed.status).toBe(400);
+    expect(mixed.body.error).toMatchObject({ code: 'validation_failed', details: { field: 'currency' } });
+    expect(mixed.body.error.message).toContain('EUR, USD');
+    const usd = await get({ metric: 'spend,impressions', currency: 'USD', ...range });
+    expect(usd.status).toBe(200);
+    expect(usd.body.data).toEqual([
+      { bucket: '2026-03-20T00:00:00+00:00', metric: 'spend', value: 19.75 },
+      { bucket: '2026-03-20T00:00:00+00:00', metric: 'impressions', value: 1 },
+    ]);
+    // counters alone never need a currency
+    expect((await get({ metric: 'impressions', ...range })).status).toBe(200);
+  });
+
   it("shows an organization only its own metrics", async () => {
     const other = await createOrganization(h.test.db, { name: 'Other' });
     const otherKey = (await createApiKey(h.test.db, { orgId: other.id, kind: 'secret', scopes: ['read'] })).key;
