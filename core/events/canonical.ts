@@ -177,7 +177,8 @@ export function normaliseEvent(input: unknown, options: NormaliseOptions): Norma
       received_at: options.receivedAt.toISOString(),
       campaign_id: event.campaign_id?.toLowerCase() ?? null,
       creative_id: event.creative_id ?? null,
-      asset_ids: (event.asset_ids ?? []).map((asset) => asset.toLowerCase()),
+      // an asset used twice by one event is one use
+      asset_ids: [...new Set((event.asset_ids ?? []).map((asset) => asset.toLowerCase()))],
       user_key: identifiersAllowed ? (event.user_key ?? null) : null,
       click_id: event.click_id ?? null,
       value: event.value ?? null,
