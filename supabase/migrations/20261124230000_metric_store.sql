@@ -410,7 +410,7 @@ $$;
 -- data-asset sums); the few thousand series they name are resolved to ids once; then points of
 -- series new in this run are plain inserts, the others one index probe each. Returns the number
 -- of points written and the number of (org, bucket) pairs touched.
-create function private.apply_rollup_source(p_source text, out points bigint, out buckets integer)
+create function private.apply_rollup_source(p_source text, p_assets boolean, out points bigint, out buckets integer)
 language plpgsql
 set search_path = ''
 as $$
@@ -436,15 +436,18 @@ begin
     having (grouping(f.campaign_id) = 1 or f.campaign_id is not null)
        and (grouping(f.creative_id) = 1 or f.creative_id is not null)
   $q$, p_source);
-  execute format($q$
-    insert into pg_temp.rollup_entity_sums
-    select f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, 'data_asset', a.asset_id::text,
-           sum(f.amount)
-    from (%s) f
-    cross join lateral (select distinct x from unnest(f.asset_ids) as x) as a(asset_id)
-    where f.asset_ids <> '{}'
-    group by 1, 2, 3, 4, 5, 6, 8
-  $q$, p_source);
+  -- (skipped when no fact names an asset: it would scan the window a second time for nothing)
+  if p_assets then
+    execute format($q$
+      insert into pg_temp.rollup_entity_sums
+      select f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, 'data_asset', a.asset_id::text,
+             sum(f.amount)
+      from (%s) f
+      cross join lateral (select distinct x from unnest(f.asset_ids) as x) as a(asset_id)
+      where f.asset_ids <> '{}'
+      group by 1, 2, 3, 4, 5, 6, 8
+    $q$, p_source);
+  end if;
   analyze pg_temp.rollup_entity_sums;
   select count(*) into buckets
   from (select from pg_temp.rollup_entity_sums s where s.entity_type = 'organization' group by s.org_id, s.bucket) b;
@@ -534,6 +537,7 @@ declare
   v_from xid8;
   v_to xid8 := pg_snapshot_xmin(pg_current_snapshot());
   v_events bigint;
+  v_assets boolean;
   v_applied record;
   v_window text;
 begin
@@ -544,7 +548,8 @@ begin
   -- the oldest running transaction never goes back, but a restored database might
   v_to := greatest(v_to, v_from);
   v_window := format('e.ingest_xid >= %L::xid8 and e.ingest_xid < %L::xid8', v_from, v_to);
-  execute format('select count(*) from public.events e where %s', v_window) into v_events;
+  execute format('select count(*), coalesce(bool_or(e.asset_ids <> ''{}''), false) from public.events e where %s', v_window)
+    into v_events, v_assets;
 
   -- conversions the window touches: their stored state folded with the window's events; the
   -- facts are the new contribution minus the stored one
@@ -561,9 +566,10 @@ begin
   select * from private.conversion_facts('rollup_conversions_before', -1);
   perform private.store_conversion_states();
 
+  v_assets := v_assets or exists (select from pg_temp.rollup_conversion_facts f where f.asset_ids <> '{}');
   select * into v_applied
   from private.apply_rollup_source(
-    private.counted_events_sql(v_window) || ' union all select * from pg_temp.rollup_conversion_facts');
+    private.counted_events_sql(v_window) || ' union all select * from pg_temp.rollup_conversion_facts', v_assets);
 
   update public.rollup_state s
      set watermark = v_to,
@@ -599,6 +605,7 @@ declare
   v_from timestamptz;
   v_to timestamptz;
   v_range text;
+  v_assets boolean;
   v_applied record;
 begin
   perform pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'));
@@ -632,9 +639,12 @@ begin
   select * from private.conversion_facts('rollup_conversions_after', 1) c where c.bucket >= v_from and c.bucket < v_to;
   perform private.store_conversion_states();
 
+  execute format('select coalesce(bool_or(e.asset_ids <> ''{}''), false) from public.events e where %s', v_range)
+    into v_assets;
+  v_assets := v_assets or exists (select from pg_temp.rollup_conversion_facts f where f.asset_ids <> '{}');
   select * into v_applied
   from private.apply_rollup_source(
-    private.counted_events_sql(v_range) || ' union all select * from pg_temp.rollup_conversion_facts');
+    private.counted_events_sql(v_range) || ' union all select * from pg_temp.rollup_conversion_facts', v_assets);
   return jsonb_build_object('buckets', v_applied.buckets, 'rows', v_applied.points, 'from', v_from, 'to', v_to);
 end
 $$;
@@ -642,12 +652,12 @@ $$;
 revoke all on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
   private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
   private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
-  private.counted_events_sql(text), private.apply_rollup_source(text), private.rollup_metrics(),
+  private.counted_events_sql(text), private.apply_rollup_source(text, boolean), private.rollup_metrics(),
   private.rollup_metrics_between(timestamptz, timestamptz) from public;
 grant execute on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
   private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
   private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
-  private.counted_events_sql(text), private.apply_rollup_source(text), private.rollup_metrics(),
+  private.counted_events_sql(text), private.apply_rollup_source(text, boolean), private.rollup_metrics(),
   private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
 
 -- The state of the conversions already in the metrics, from the log below the watermark (the
