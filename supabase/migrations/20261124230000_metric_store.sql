@@ -14,10 +14,10 @@
 -- The rollup now folds each window of new events in once, additively (value = value + delta),
 -- atomically with its watermark: its cost follows the new events, never the history of the
 -- buckets they touch. A conversion whose state changes (a status, a later amount, an earlier
--- first event) contributes its new state minus its old one. A range recompute (--from/--to)
--- still rebuilds rows absolutely from the log, counting exactly the events below the
--- watermark, so the two paths always agree; a point whose value nets to zero is removed, and a
--- recompute writes none.
+-- first event) contributes its new state minus its old one, kept in rollup_conversions. A range
+-- recompute (--from/--to) still rebuilds whole buckets absolutely from the log, counting exactly
+-- the events below the watermark, so the two paths always agree; a point whose value nets to
+-- zero is removed, and a recompute writes none.
 
 create table public.metric_series (
   org_id uuid not null,
