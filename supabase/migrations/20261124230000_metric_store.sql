@@ -239,10 +239,11 @@ as $$
   $f$, private.conversion_key_sql(), p_where)
 $$;
 
--- Adds to pg_temp.rollup_conversion_candidates the stored state of the conversions it names, as
--- three candidates each (its first event, its latest status, its latest amount), and keeps that
--- state in pg_temp.rollup_conversions_before.
-create function private.add_stored_conversion_states() returns void
+-- Folds the conversions named in pg_temp.rollup_conversion_candidates: their stored state goes
+-- to pg_temp.rollup_conversions_before and joins the candidates (three each: its first event,
+-- its latest status, its latest amount); the folded state goes to
+-- pg_temp.rollup_conversions_after and is stored as theirs.
+create function private.fold_conversions() returns void
 language plpgsql
 set search_path = ''
 as $$
@@ -267,6 +268,19 @@ begin
   from pg_temp.rollup_conversions_before b
   where b.amount is not null;
   analyze pg_temp.rollup_conversion_candidates;
+
+  drop table if exists pg_temp.rollup_conversions_after;
+  create temporary table rollup_conversions_after on commit drop as select * from private.fold_conversion_states();
+  insert into public.rollup_conversions
+  select * from pg_temp.rollup_conversions_after
+  on conflict (org_id, conversion_key) do update
+     set first_event_id = excluded.first_event_id, first_at = excluded.first_at,
+         first_received_at = excluded.first_received_at, campaign_id = excluded.campaign_id,
+         creative_id = excluded.creative_id, asset_ids = excluded.asset_ids, country = excluded.country,
+         device_type = excluded.device_type, status = excluded.status, status_event_id = excluded.status_event_id,
+         status_received_at = excluded.status_received_at, amount = excluded.amount, currency = excluded.currency,
+         amount_event_id = excluded.amount_event_id, amount_received_at = excluded.amount_received_at,
+         updated_at = now();
 end
 $$;
 
@@ -326,25 +340,6 @@ begin
       as x(metric, amount, currency)
     where s.status = 'approved' and x.amount is not null
   $q$, p_states) using p_sign;
-end
-$$;
-
--- Stores the folded states in pg_temp.rollup_conversions_after as the conversions' state.
-create function private.store_conversion_states() returns void
-language plpgsql
-set search_path = ''
-as $$
-begin
-  insert into public.rollup_conversions
-  select * from pg_temp.rollup_conversions_after
-  on conflict (org_id, conversion_key) do update
-     set first_event_id = excluded.first_event_id, first_at = excluded.first_at,
-         first_received_at = excluded.first_received_at, campaign_id = excluded.campaign_id,
-         creative_id = excluded.creative_id, asset_ids = excluded.asset_ids, country = excluded.country,
-         device_type = excluded.device_type, status = excluded.status, status_event_id = excluded.status_event_id,
-         status_received_at = excluded.status_received_at, amount = excluded.amount, currency = excluded.currency,
-         amount_event_id = excluded.amount_event_id, amount_received_at = excluded.amount_received_at,
-         updated_at = now();
 end
 $$;
 
@@ -556,15 +551,12 @@ begin
   drop table if exists pg_temp.rollup_conversion_candidates;
   execute 'create temporary table rollup_conversion_candidates on commit drop as '
     || private.conversion_candidates_sql(v_window);
-  perform private.add_stored_conversion_states();
-  drop table if exists pg_temp.rollup_conversions_after;
-  create temporary table rollup_conversions_after on commit drop as select * from private.fold_conversion_states();
+  perform private.fold_conversions();
   drop table if exists pg_temp.rollup_conversion_facts;
   create temporary table rollup_conversion_facts on commit drop as
   select * from private.conversion_facts('rollup_conversions_after', 1)
   union all
   select * from private.conversion_facts('rollup_conversions_before', -1);
-  perform private.store_conversion_states();
 
   v_assets := v_assets or exists (select from pg_temp.rollup_conversion_facts f where f.asset_ids <> '{}');
   select * into v_applied
@@ -631,13 +623,10 @@ begin
 
   -- conversions with an event in the range count here if their first event is in it
   perform private.collect_range_conversion_candidates(v_range, v_below);
-  perform private.add_stored_conversion_states();
-  drop table if exists pg_temp.rollup_conversions_after;
-  create temporary table rollup_conversions_after on commit drop as select * from private.fold_conversion_states();
+  perform private.fold_conversions();
   drop table if exists pg_temp.rollup_conversion_facts;
   create temporary table rollup_conversion_facts on commit drop as
   select * from private.conversion_facts('rollup_conversions_after', 1) c where c.bucket >= v_from and c.bucket < v_to;
-  perform private.store_conversion_states();
 
   execute format('select coalesce(bool_or(e.asset_ids <> ''{}''), false) from public.events e where %s', v_range)
     into v_assets;
@@ -650,13 +639,13 @@ end
 $$;
 
 revoke all on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
-  private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
-  private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
+  private.fold_conversions(), private.fold_conversion_states(), private.conversion_facts(text, integer),
+  private.collect_range_conversion_candidates(text, xid8),
   private.counted_events_sql(text), private.apply_rollup_source(text, boolean), private.rollup_metrics(),
   private.rollup_metrics_between(timestamptz, timestamptz) from public;
 grant execute on function private.conversion_key_sql(), private.conversion_candidates_sql(text),
-  private.add_stored_conversion_states(), private.fold_conversion_states(), private.conversion_facts(text, integer),
-  private.store_conversion_states(), private.collect_range_conversion_candidates(text, xid8),
+  private.fold_conversions(), private.fold_conversion_states(), private.conversion_facts(text, integer),
+  private.collect_range_conversion_candidates(text, xid8),
   private.counted_events_sql(text), private.apply_rollup_source(text, boolean), private.rollup_metrics(),
   private.rollup_metrics_between(timestamptz, timestamptz) to service_role;
 

@@ -122,3 +122,24 @@ export async function attempt(
     return { rowCount: 0, rows: [], code: (error as { code?: string }).code ?? 'unknown' };
   }
 }
+
+/**
+ * Holds the rollup's lock in a transaction of its own, as a rollup running in another worker
+ * process would, until the returned function is called (Postgres only: PGlite has one session).
+ */
+export async function holdRollupLock(db: Database): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let held!: () => void;
+  const holding = new Promise<void>((resolve) => (held = resolve));
+  const other = db.transaction(async (tx) => {
+    await tx.query(`select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
+    held();
+    await gate;
+  });
+  await holding;
+  return async () => {
+    release();
+    await other;
+  };
+}

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrganization } from '../../core/admin.ts';
 import { migrate } from '../../core/db/migrate.ts';
+import type { Queryable } from '../../core/db/port.ts';
 import { sqlEventWriter } from '../../core/ingest/writer.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { BACKEND, createEmptyDatabase, createTestDatabase, sqlState, type TestDatabase } from '../helpers/database.ts';
@@ -119,45 +120,44 @@ describe(`metric store migration (${BACKEND})`, () => {
   });
 
   it('knows what the earlier rollup counted: a conversion rejected after the migration leaves the metrics', async () => {
-    const orgId = (await createOrganization(test.db, { name: 'Converted Before Co' })).id;
-    const conversion = (status: string, at: string) =>
-      canonicalEvent(orgId, randomUUID(), {
-        type: 'conversion', occurred_at: at, click_id: 'clk-before', status, value: 30, currency: 'EUR', properties: { txid: 'order-before' },
-      });
-    const total = async (metric: string) =>
-      Number((await test.db.query<{ total: string | null }>(
-        `select sum(value)::text as total from metrics where org_id = $1 and metric = $2 and entity_type = 'organization'`, [orgId, metric],
-      )).rows[0]!.total ?? 0);
-    // counted by the store migration's data move from the rollup state the previous test left
+    // a database that ran the earlier rollup (no conversion state) before the store migration
     const fresh = await createEmptyDatabase();
     try {
       await migrate(fresh.db, { dir: before });
-      const freshOrg = (await createOrganization(fresh.db, { name: 'Converted Before Co' })).id;
-      const event = (status: string, at: string) =>
-        canonicalEvent(freshOrg, randomUUID(), {
-          type: 'conversion', occurred_at: at, click_id: 'clk-before', status, value: 30, currency: 'EUR', properties: { txid: 'order-before' },
-        });
-      await sqlEventWriter(fresh.db).write({ events: [event('approved', '2026-04-02T09:05:00Z')], failures: [] });
+      const orgId = (await createOrganization(fresh.db, { name: 'Converted Before Co' })).id;
+      await sqlEventWriter(fresh.db).write({ events: [conversionOf(orgId, 'approved', '2026-04-02T09:05:00Z')], failures: [] });
       await fresh.db.query('select private.rollup_metrics()'); // the rollup as it was before the store
-      const counted = async (metric: string) =>
-        Number((await fresh.db.query<{ total: string | null }>(
-          `select sum(value)::text as total from metrics where org_id = $1 and metric = $2 and entity_type = 'organization'`, [freshOrg, metric],
-        )).rows[0]!.total ?? 0);
-      expect(await counted('conversions')).toBe(1);
+      expect(await organizationTotal(fresh.db, orgId, 'conversions')).toBe(1);
       await migrate(fresh.db);
-      expect(await counted('conversion_value')).toBe(30);
-      await sqlEventWriter(fresh.db).write({ events: [event('rejected', '2026-04-05T10:00:00Z')], failures: [] });
+      expect(await organizationTotal(fresh.db, orgId, 'conversion_value')).toBe(30);
+      await sqlEventWriter(fresh.db).write({ events: [conversionOf(orgId, 'rejected', '2026-04-05T10:00:00Z')], failures: [] });
       await runRollup(fresh.db);
-      expect(await counted('conversions')).toBe(0);
-      expect(await counted('conversion_value')).toBe(0);
+      expect(await organizationTotal(fresh.db, orgId, 'conversions')).toBe(0);
+      expect(await organizationTotal(fresh.db, orgId, 'conversion_value')).toBe(0);
       const negative = await fresh.db.query<{ n: number }>('select count(*)::int as n from metric_points where value < 0');
       expect(negative.rows[0]!.n).toBe(0);
     } finally {
       await fresh.drop();
     }
     // and on the database migrated above, a conversion counted only after the migration
-    await sqlEventWriter(test.db).write({ events: [conversion('approved', '2026-04-02T09:05:00Z')], failures: [] });
+    const orgId = (await createOrganization(test.db, { name: 'Converted After Co' })).id;
+    await sqlEventWriter(test.db).write({ events: [conversionOf(orgId, 'approved', '2026-04-02T09:05:00Z')], failures: [] });
     await runRollup(test.db);
-    expect(await total('conversions')).toBe(1);
+    expect(await organizationTotal(test.db, orgId, 'conversions')).toBe(1);
   });
 });
+
+/** One event of the conversion (click clk-before, order order-before) worth 30 EUR. */
+function conversionOf(orgId: string, status: string, at: string) {
+  return canonicalEvent(orgId, randomUUID(), {
+    type: 'conversion', occurred_at: at, click_id: 'clk-before', status, value: 30, currency: 'EUR', properties: { txid: 'order-before' },
+  });
+}
+
+async function organizationTotal(db: Queryable, orgId: string, metric: string): Promise<number> {
+  const { rows } = await db.query<{ total: string | null }>(
+    `select sum(value)::text as total from metrics where org_id = $1 and metric = $2 and entity_type = 'organization'`,
+    [orgId, metric],
+  );
+  return Number(rows[0]!.total ?? 0);
+}

@@ -4,7 +4,7 @@ import { createOrganization } from '../../core/admin.ts';
 import { sqlEventWriter } from '../../core/ingest/writer.ts';
 import { applyRetention, partitionUpkeepJob } from '../../scheduled/jobs/partition-upkeep.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
-import { BACKEND, createTestDatabase, sqlState, type TestDatabase } from '../helpers/database.ts';
+import { BACKEND, createTestDatabase, holdRollupLock, sqlState, type TestDatabase } from '../helpers/database.ts';
 import { canonicalEvent } from '../helpers/events.ts';
 
 describe(`partitions and retention (${BACKEND})`, () => {
@@ -65,22 +65,12 @@ describe(`partitions and retention (${BACKEND})`, () => {
   if (BACKEND === 'postgres') {
     // Only a server with several connections can run a rollup elsewhere meanwhile.
     it('postpones the drop while an older event is not in the metrics yet', async () => {
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => (release = resolve));
-      let started!: () => void;
-      const running = new Promise<void>((resolve) => (started = resolve));
-      const other = test.db.transaction(async (tx) => {
-        await tx.query(`select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
-        started();
-        await gate;
-      });
-      await running;
+      const release = await holdRollupLock(test.db);
       await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late', { id_source: 'client', occurred_at: day(-20).toISOString() })], failures: [] });
       const postponed = await applyRetention(test.db, 10);
       expect(postponed).toMatchObject({ postponed: true, dropped: [] });
       expect(await partitions()).toContain(partitionOf(day(-20)));
-      release();
-      await other;
+      await release();
       const done = await applyRetention(test.db, 10);
       expect(done.postponed).toBe(false);
       expect(done.dropped).toContain(partitionOf(day(-20)));

@@ -4,7 +4,7 @@ import { createOrganization } from '../../core/admin.ts';
 import type { CanonicalEvent } from '../../core/events/canonical.ts';
 import { sqlEventWriter } from '../../core/ingest/writer.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
-import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { BACKEND, createTestDatabase, holdRollupLock, type TestDatabase } from '../helpers/database.ts';
 import { canonicalEvent } from '../helpers/events.ts';
 
 describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
@@ -314,20 +314,10 @@ describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
     });
 
     it('never runs two rollups at once: a second one returns at once, skipped', async () => {
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => (release = resolve));
-      let started!: () => void;
-      const running = new Promise<void>((resolve) => (started = resolve));
       // a rollup in progress elsewhere (another worker process) holds the lock until it commits
-      const other = test.db.transaction(async (tx) => {
-        await tx.query(`select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
-        started();
-        await gate;
-      });
-      await running;
+      const release = await holdRollupLock(test.db);
       expect(await rollup()).toMatchObject({ skipped: true });
-      release();
-      await other;
+      await release();
       expect(await rollup()).toMatchObject({ skipped: false });
     });
   }
