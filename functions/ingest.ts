@@ -1,7 +1,15 @@
 import type { Context } from 'hono';
 import { v7 as uuidv7 } from 'uuid';
-import { normaliseEvent, type CanonicalEvent, type EventContext, type Rejection } from '../core/events/canonical.ts';
-import { enrichRequest } from '../core/events/enrich.ts';
+import {
+  normaliseEvent,
+  UserContextSchema,
+  type CanonicalEvent,
+  type EventContext,
+  type Rejection,
+  type UserContextInput,
+} from '../core/events/canonical.ts';
+import { enrichRequest, enrichUserContext, serverContext } from '../core/events/enrich.ts';
+import { boundedJson } from '../core/events/json-bounds.ts';
 import { failureRecord, type EventOutcome, type FailureRecord } from '../core/ingest/batch.ts';
 import type { AppEnv } from './env.ts';
 
@@ -24,6 +32,27 @@ export function requestContext(c: Context<AppEnv>, source: string): EventContext
   );
 }
 
+/**
+ * Server-side endpoints (batch API, postbacks, webhooks): the request's context holds nothing of
+ * the calling server's user agent, IP or geo; each event may carry its end user's own.
+ */
+export function serverRequestContext(c: Context<AppEnv>, source: string): ServerSideContext {
+  const services = c.get('services');
+  const base = serverContext({
+    source,
+    headers: { get: (name) => c.req.header(name) ?? null },
+    anonymousParam: c.req.query('anon'),
+    keyId: c.get('key')?.id,
+  });
+  const now = new Date();
+  return { base, userContext: (given) => enrichUserContext(given, base, services.ipHashSecret, now) };
+}
+
+export interface ServerSideContext {
+  base: EventContext;
+  userContext: (given: UserContextInput) => EventContext;
+}
+
 export interface RejectedEvent extends Rejection {
   index: number;
 }
@@ -42,36 +71,62 @@ export function normaliseInputs(
     orgId: string;
     source: string;
     context: EventContext;
+    /** server-side endpoints: the context of an event carrying its end user's own */
+    userContext?: (given: UserContextInput) => EventContext;
     receivedAt: Date;
     payloadFormat: 'json' | 'query';
-    /** the raw text to keep for a refused input */
-    rawOf: (index: number) => string;
+    /** the raw text to keep for a refused input (JSON inputs: the input itself, bounded) */
+    rawOf?: (index: number) => string;
   },
 ): NormalisedRequest {
   const result: NormalisedRequest = { events: [], positions: [], failures: [], rejected: [] };
   inputs.forEach((input, index) => {
-    const normalised = normaliseEvent(input, { orgId: options.orgId, receivedAt: options.receivedAt, context: options.context });
+    const normalised = normaliseEvent(input, {
+      orgId: options.orgId,
+      receivedAt: options.receivedAt,
+      context: options.context,
+      userContext: options.userContext,
+    });
     if (normalised.ok) {
       result.events.push(normalised.event);
       result.positions.push(index);
       return;
     }
     result.rejected.push({ index, ...normalised.rejection });
+    const kept = keptForReplay(input, options.context, options.userContext);
     result.failures.push(
       failureRecord({
         orgId: options.orgId,
         source: options.source,
         rejection: normalised.rejection,
-        payload: options.rawOf(index),
+        payload: options.rawOf ? options.rawOf(index) : boundedJson(kept.input),
         payloadFormat: options.payloadFormat,
         receivedAt: options.receivedAt,
-        context: options.context,
+        context: kept.context,
         // A replay of an input without an id reuses this one, so replaying twice counts once.
         assignedEventId: hasEventId(input) ? undefined : uuidv7(),
       }),
     );
   });
   return result;
+}
+
+/**
+ * What a refused input keeps for its replay: an end user's context is enriched now and kept
+ * enriched (its raw IP is never stored), and removed from the stored input.
+ */
+export function keptForReplay(
+  input: unknown,
+  context: EventContext,
+  userContext?: (given: UserContextInput) => EventContext,
+): { input: unknown; context: EventContext } {
+  if (typeof input !== 'object' || input === null || Array.isArray(input) || !Object.hasOwn(input, 'context')) {
+    return { input, context };
+  }
+  const { context: given, ...rest } = input as Record<string, unknown>;
+  const parsed = UserContextSchema.safeParse(given);
+  if (!parsed.success || !userContext) return { input: rest, context };
+  return { input: rest, context: userContext(parsed.data) };
 }
 
 function hasEventId(input: unknown): boolean {
@@ -90,13 +145,15 @@ export function countOutcomes(outcomes: EventOutcome[]) {
  * enriched once, and sent with their refusals in one write; durable when it resolves.
  */
 export async function ingestJsonEvents(c: Context<AppEnv>, inputs: unknown[], source: 'beacon' | 'batch') {
+  // the beacon is the user's browser; the batch API a server sending for its users
+  const server = source === 'batch' ? serverRequestContext(c, source) : undefined;
   const normalised = normaliseInputs(inputs, {
     orgId: c.get('key').org_id,
     source,
-    context: requestContext(c, source),
+    context: server ? server.base : requestContext(c, source),
+    userContext: server?.userContext,
     receivedAt: new Date(),
     payloadFormat: 'json',
-    rawOf: (index) => JSON.stringify(inputs[index]),
   });
   const receipt = await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
   return { normalised, receipt };

@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { LIMITS } from './limits.ts';
+import { inspectJson, jsonDepth } from './json-bounds.ts';
 
 /**
  * The canonical event: what every endpoint turns its input into, what the sinks carry and
@@ -51,6 +52,27 @@ const currencies = new Set(Intl.supportedValuesOf('currency'));
 
 const id = (max: number) => z.string().min(1).max(max);
 
+/**
+ * The end user's own context, sent by server-side senders (batch API, postbacks, webhooks) so
+ * their event is enriched as a pixel's request would be: bot flag and device from this user
+ * agent, geo from these fields, the IP truncated and hashed (never stored raw). Without it a
+ * server-side event has no device and is no bot: the calling server is never the user.
+ */
+export const UserContextSchema = z.strictObject({
+  user_agent: z.string().max(1024).optional(),
+  ip: z.string().max(64).refine(isIpAddress, 'must be an IPv4 or IPv6 address').optional(),
+  country: z.string().regex(/^[A-Za-z]{2}$/, 'must be an ISO 3166-1 alpha-2 code, e.g. DE').optional(),
+  region: z.string().min(1).max(128).optional(),
+  city: z.string().min(1).max(128).optional(),
+  consent: z.enum(['granted', 'denied']).optional(),
+});
+export type UserContextInput = z.infer<typeof UserContextSchema>;
+
+function isIpAddress(text: string): boolean {
+  if (/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(text)) return text.split('.').every((part) => Number(part) <= 255);
+  return /^[0-9a-f:.]{2,45}$/i.test(text) && text.includes(':');
+}
+
 /** What a sender may send for one event (batch API, beacon; the pixel maps its parameters onto it). */
 export const EventInputSchema = z
   .strictObject({
@@ -62,7 +84,10 @@ export const EventInputSchema = z
     asset_ids: z.array(z.string().regex(GUID, 'must be a UUID')).max(LIMITS.assetIds).optional(),
     user_key: id(256).nullish(),
     click_id: id(128).nullish(),
-    value: z.number().refine(Number.isFinite, 'must be a finite number').nullish(),
+    value: z
+      .number()
+      .refine((value) => Number.isFinite(value) && Math.abs(value) <= LIMITS.maxValue, `must be a finite number of at most ${LIMITS.maxValue}`)
+      .nullish(),
     currency: z
       .string()
       .refine((code) => currencies.has(code), 'must be an ISO 4217 currency code, e.g. USD')
@@ -70,6 +95,7 @@ export const EventInputSchema = z
     status: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/, 'must be snake_case').nullish(),
     properties: z.record(z.string(), z.unknown()).optional(),
     consent: z.enum(['granted', 'denied']).optional(),
+    context: UserContextSchema.optional(),
   })
   .superRefine((event, ctx) => {
     if (event.properties) checkProperties(event.properties, ctx);
@@ -82,20 +108,15 @@ function checkProperties(properties: Record<string, unknown>, ctx: z.RefinementC
     ctx.addIssue({ code: 'custom', path: ['properties'], message: `at most ${LIMITS.propertiesKeys} keys` });
     return;
   }
+  // depth first: the input is already bounded (inspectJson), so the walk and stringify are safe
+  if (jsonDepth(properties) > LIMITS.propertiesDepth) {
+    ctx.addIssue({ code: 'custom', path: ['properties'], message: `nested at most ${LIMITS.propertiesDepth} levels` });
+    return;
+  }
   const bytes = new TextEncoder().encode(JSON.stringify(properties)).length;
   if (bytes > LIMITS.propertiesBytes) {
     ctx.addIssue({ code: 'custom', path: ['properties'], message: `at most ${LIMITS.propertiesBytes} bytes as JSON (got ${bytes})` });
-    return;
   }
-  if (depth(properties) > LIMITS.propertiesDepth) {
-    ctx.addIssue({ code: 'custom', path: ['properties'], message: `nested at most ${LIMITS.propertiesDepth} levels` });
-  }
-}
-
-function depth(value: unknown): number {
-  if (value === null || typeof value !== 'object') return 0;
-  const children = Array.isArray(value) ? value : Object.values(value);
-  return 1 + Math.max(0, ...children.map(depth));
 }
 
 /** One refused event: a stable code, a message for people, the offending field. */
@@ -140,17 +161,48 @@ export interface NormaliseOptions {
   context: EventContext;
   /** an id to use when the sender gave none (a replay reuses the one first assigned) */
   assignedEventId?: string;
+  /**
+   * Server-side endpoints: the context of an event that carries the end user's own (`context`
+   * on input). Absent on client-side endpoints, where the request is the user's and an input
+   * `context` is refused.
+   */
+  userContext?: (given: UserContextInput) => EventContext;
+}
+
+/** Bounds on one untrusted event before validation walks it: properties depth plus the envelope. */
+const EVENT_JSON_BOUNDS = { maxDepth: LIMITS.propertiesDepth + 2, maxNodes: 8192 };
+
+/** Refuses what no schema should have to walk: deep or huge values, strings Postgres cannot store. */
+export function inspectEventInput(input: unknown): Rejection | null {
+  const problem = inspectJson(input, EVENT_JSON_BOUNDS);
+  if (!problem) return null;
+  const field = problem.path || undefined;
+  const message = problem.code === 'invalid_characters' ? problem.message : `${field ?? 'the event'}: ${problem.message}`;
+  return { code: problem.code, message, field };
 }
 
 /** Validates one input and normalises it to the canonical event (a UUIDv7 when no id came). */
 export function normaliseEvent(input: unknown, options: NormaliseOptions): Normalised {
+  const unsafe = inspectEventInput(input);
+  if (unsafe) return { ok: false, rejection: unsafe };
   const parsed = EventInputSchema.safeParse(input);
   if (!parsed.success) return { ok: false, rejection: rejectionFromZod(parsed.error, input) };
   const event = parsed.data;
+  if (event.context && !options.userContext) {
+    return {
+      ok: false,
+      rejection: {
+        code: 'invalid_field',
+        message: 'context is for server-side senders (batch API, postbacks, webhooks); here the request itself is the user\'s',
+        field: 'context',
+      },
+    };
+  }
 
   const received = options.receivedAt.getTime();
   const occurred = event.occurred_at === undefined ? received : new Date(event.occurred_at).getTime();
-  if (occurred > received + LIMITS.futureSkewMs || occurred < received - LIMITS.maxAgeMs) {
+  // NaN (a time past the range of dates) fails both comparisons: test for being inside instead
+  if (!(occurred <= received + LIMITS.futureSkewMs && occurred >= received - LIMITS.maxAgeMs)) {
     return {
       ok: false,
       rejection: {
@@ -164,7 +216,8 @@ export function normaliseEvent(input: unknown, options: NormaliseOptions): Norma
     return { ok: false, rejection: { code: 'invalid_field', message: 'currency given without value', field: 'value' } };
   }
 
-  const context = applyConsent({ ...options.context }, event.consent);
+  const base = event.context && options.userContext ? options.userContext(event.context) : options.context;
+  const context = applyConsent({ ...base }, event.consent ?? event.context?.consent);
   const identifiersAllowed = !context.anonymous && !context.consent?.limited;
   return {
     ok: true,

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import Bowser from 'bowser';
 import { isbot } from 'isbot';
-import { withoutIdentifiers, type EventContext } from './canonical.ts';
+import { withoutIdentifiers, type EventContext, type UserContextInput } from './canonical.ts';
 
 /**
  * Enrichment at the edge, once per request: geo from Cloudflare's request.cf, device from the
@@ -26,25 +26,84 @@ export interface RequestFacts {
 }
 
 export function enrichRequest(facts: RequestFacts, ipHashSecret: string): EventContext {
-  const anonymous = isTruthy(facts.headers.get('x-precise-anonymous')) || isTruthy(facts.anonymousParam ?? null);
-  const gpc = facts.headers.get('sec-gpc')?.trim() === '1';
-  const dnt = facts.headers.get('dnt')?.trim() === '1';
   const param = facts.consent === 'granted' || facts.consent === 'denied' ? facts.consent : undefined;
-  const limited = gpc || dnt || param === 'denied';
+  return enrich(
+    {
+      source: facts.source,
+      keyId: facts.keyId,
+      anonymous: isTruthy(facts.headers.get('x-precise-anonymous')) || isTruthy(facts.anonymousParam ?? null),
+      gpc: facts.headers.get('sec-gpc')?.trim() === '1',
+      dnt: facts.headers.get('dnt')?.trim() === '1',
+      consent: param,
+      userAgent: facts.userAgent ?? '',
+      ip: facts.ip ?? undefined,
+      geo: geoFromCf(facts.cf),
+    },
+    ipHashSecret,
+    facts.now,
+  );
+}
 
-  const userAgent = facts.userAgent ?? '';
+/**
+ * The context of a server-side request before any event's own: who sent it and the server's
+ * instructions (anonymous mode), but nothing of the calling server as if it were the user.
+ */
+export function serverContext(facts: Pick<RequestFacts, 'source' | 'headers' | 'anonymousParam' | 'keyId'>): EventContext {
+  const anonymous = isTruthy(facts.headers.get('x-precise-anonymous')) || isTruthy(facts.anonymousParam ?? null);
+  return {
+    source: facts.source,
+    ...(anonymous ? { anonymous: true } : {}),
+    ...(facts.keyId ? { key_id: facts.keyId } : {}),
+  };
+}
+
+/** A server-side event's context from the end user's own (its input `context`), enriched as a pixel's request. */
+export function enrichUserContext(given: UserContextInput, server: EventContext, ipHashSecret: string, now: Date): EventContext {
+  const geo = { country: given.country?.toUpperCase(), region: given.region, city: given.city };
+  return enrich(
+    {
+      source: server.source,
+      keyId: server.key_id,
+      anonymous: server.anonymous === true,
+      gpc: false,
+      dnt: false,
+      consent: given.consent,
+      userAgent: given.user_agent ?? '',
+      ip: given.ip,
+      geo: Object.values(geo).some((value) => value !== undefined) ? geo : undefined,
+    },
+    ipHashSecret,
+    now,
+  );
+}
+
+interface Signals {
+  source: string;
+  keyId?: string;
+  anonymous: boolean;
+  gpc: boolean;
+  dnt: boolean;
+  consent?: 'granted' | 'denied';
+  userAgent: string;
+  ip?: string;
+  geo?: EventContext['geo'];
+}
+
+function enrich(signals: Signals, ipHashSecret: string, now: Date): EventContext {
+  const { anonymous, gpc, dnt, consent: param, userAgent } = signals;
+  const limited = gpc || dnt || param === 'denied';
   const bot = userAgent.length > 0 && isbot(userAgent);
   const context: EventContext = {
-    source: facts.source,
-    geo: geoFromCf(facts.cf),
+    source: signals.source,
+    geo: signals.geo,
     device: describeDevice(userAgent, bot, anonymous),
     bot,
     consent: { gpc, dnt, ...(param ? { param } : {}), limited },
     ...(anonymous ? { anonymous: true } : {}),
-    ...(facts.keyId ? { key_id: facts.keyId } : {}),
+    ...(signals.keyId ? { key_id: signals.keyId } : {}),
   };
-  if (facts.ip && !limited && !anonymous) {
-    context.ip = { truncated: truncateIp(facts.ip), hash: hashIp(facts.ip, ipHashSecret, facts.now) };
+  if (signals.ip && !limited && !anonymous) {
+    context.ip = { truncated: truncateIp(signals.ip), hash: hashIp(signals.ip, ipHashSecret, now) };
   }
   return limited || anonymous ? withoutIdentifiers(context) : context;
 }

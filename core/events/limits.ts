@@ -20,6 +20,8 @@ export const LIMITS = {
   futureSkewMs: 24 * 3600 * 1000,
   /** how far in the past an occurred_at may be (late conversions, backfills) */
   maxAgeMs: 400 * 24 * 3600 * 1000,
+  /** the largest |value| an event may carry (money and counts; beyond it is a sender's bug) */
+  maxValue: 1e15,
   /** bytes of a raw payload kept in failed_events */
   failedPayloadBytes: 64 * 1024,
 } as const;

@@ -1,5 +1,6 @@
 import type { CanonicalEvent, Rejection } from '../events/canonical.ts';
 import { LIMITS } from '../events/limits.ts';
+import { boundedJson, storableText } from '../events/json-bounds.ts';
 
 /**
  * What one write carries to public.ingest_events: canonical events, and records of refused
@@ -48,22 +49,28 @@ export function failureRecord(input: {
   receivedAt: Date;
   context?: unknown;
   assignedEventId?: string;
+  /** what else its replay needs to take the same path (e.g. the postback token, the integration) */
+  replay?: Record<string, unknown>;
 }): FailureRecord {
-  const { text, truncated } = boundPayload(input.payload);
+  // A refusal is often about text Postgres cannot store (a NUL, half a surrogate pair): what is
+  // kept of it is made storable, so the record of one bad input can never fail a write.
+  const { text, truncated } = boundPayload(storableText(input.payload));
+  const properties = {
+    payload_format: input.payloadFormat,
+    ...(input.context ? { context: input.context } : {}),
+    ...(input.assignedEventId ? { assigned_event_id: input.assignedEventId } : {}),
+    ...input.replay,
+  };
   return {
     org_id: input.orgId,
     source: input.source,
     reason_code: input.rejection.code,
-    reason: input.rejection.message,
-    field: input.rejection.field ?? null,
+    reason: storableText(input.rejection.message),
+    field: input.rejection.field === undefined ? null : storableText(input.rejection.field),
     payload: text,
     payload_truncated: truncated,
     received_at: input.receivedAt.toISOString(),
-    properties: {
-      payload_format: input.payloadFormat,
-      ...(input.context ? { context: input.context } : {}),
-      ...(input.assignedEventId ? { assigned_event_id: input.assignedEventId } : {}),
-    },
+    properties: JSON.parse(boundedJson(properties)) as Record<string, unknown>,
   };
 }
 
