@@ -133,6 +133,17 @@ function hasEventId(input: unknown): boolean {
   return typeof input === 'object' && input !== null && typeof (input as { event_id?: unknown }).event_id === 'string';
 }
 
+/** The refusals of a request: its inputs refused by validation, then events the store refused or did not take. */
+export function withStoreRefusals(normalised: NormalisedRequest, outcomes: EventOutcome[]): RejectedEvent[] {
+  const refusedByStore = outcomes.flatMap((outcome, i): RejectedEvent[] => {
+    const index = normalised.positions[i]!;
+    if (outcome === 'failed') return [{ index, code: 'db_rejected', message: 'the database refused this event; see failed events' }];
+    if (outcome === 'unavailable') return [{ index, code: 'unavailable', message: 'not accepted (the queue failed): send this event again' }];
+    return [];
+  });
+  return [...normalised.rejected, ...refusedByStore].sort((a, b) => a.index - b.index);
+}
+
 export function countOutcomes(outcomes: EventOutcome[]) {
   return {
     accepted: outcomes.filter((outcome) => outcome === 'stored').length,

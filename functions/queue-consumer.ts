@@ -1,5 +1,5 @@
 import { failureRecord, type IngestBatch } from '../core/ingest/batch.ts';
-import type { EventWriter } from '../core/ingest/writer.ts';
+import { writeIsolating, type EventWriter } from '../core/ingest/writer.ts';
 import type { QueueMessage } from './sinks/queue.ts';
 
 /**
@@ -21,7 +21,8 @@ export async function consumeEventQueue(batch: MessageBatch<QueueMessage>, write
   const deadLetters = batch.queue.endsWith('-dlq');
   const combined: IngestBatch = deadLetters ? deadLetterBatch(batch) : mergeMessages(batch);
   try {
-    await writer.write(combined);
+    // a message's bad row is isolated (stored as a failed event), never retried into the DLQ with its neighbours
+    await writeIsolating(writer, combined);
     batch.ackAll();
   } catch (error) {
     console.error(`queue ${batch.queue}: write of ${batch.messages.length} messages failed:`, error);

@@ -24,8 +24,11 @@ export interface IngestBatch {
   failures: FailureRecord[];
 }
 
-/** Where each event of a send ended up. */
-export type EventOutcome = 'stored' | 'duplicate' | 'failed';
+/**
+ * Where each event of a send ended up: stored (or queued), a duplicate, refused by the database
+ * (kept as a failed event), or not taken at all (the sender must send it again).
+ */
+export type EventOutcome = 'stored' | 'duplicate' | 'failed' | 'unavailable';
 
 export interface SinkReceipt {
   outcomes: EventOutcome[];

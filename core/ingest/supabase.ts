@@ -22,7 +22,8 @@ export function supabaseEventWriter(client: SupabaseClient): EventWriter {
   return {
     async write(batch: IngestBatch) {
       const { data, error } = await client.rpc('ingest_events', { p_batch: batch });
-      if (error) throw unavailable('ingest_events', error.message);
+      // PostgREST passes the SQLSTATE on: a refusal of the rows themselves can be isolated
+      if (error) throw Object.assign(unavailable('ingest_events', error.message), { sqlstate: error.code });
       return parseIngestResult(data);
     },
   };

@@ -4,7 +4,7 @@ import { PreciseError } from '../../core/errors.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import type { AppEnv } from '../env.ts';
 import { requireKey } from '../middleware/auth.ts';
-import { countOutcomes, ingestJsonEvents, type RejectedEvent } from '../ingest.ts';
+import { countOutcomes, ingestJsonEvents, withStoreRefusals, type RejectedEvent } from '../ingest.ts';
 
 /**
  * POST /v1/events: the batch API for server-side senders. `{ "events": [...] }`, up to 1,000
@@ -25,14 +25,7 @@ eventsRoutes.post(
   async (c) => {
     const events = parseEnvelope(await c.req.text());
     const { normalised, receipt } = await ingestJsonEvents(c, events, 'batch');
-    const rejected: RejectedEvent[] = [
-      ...normalised.rejected,
-      ...receipt.outcomes.flatMap((outcome, i) =>
-        outcome === 'failed'
-          ? [{ index: normalised.positions[i]!, code: 'db_rejected', message: 'the database refused this event; see failed events' }]
-          : [],
-      ),
-    ].sort((a, b) => a.index - b.index);
+    const rejected: RejectedEvent[] = withStoreRefusals(normalised, receipt.outcomes);
     const counts = countOutcomes(receipt.outcomes);
     if (counts.accepted + counts.duplicates === 0) {
       throw new PreciseError('validation_failed', `all ${events.length} events were refused`, {

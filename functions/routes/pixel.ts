@@ -6,7 +6,7 @@ import { pixelInput } from '../../core/events/pixel-params.ts';
 import { toPreciseError } from '../errors.ts';
 import type { AppEnv } from '../env.ts';
 import { authenticate, requireKey } from '../middleware/auth.ts';
-import { countOutcomes, ingestJsonEvents, normaliseInputs, requestContext } from '../ingest.ts';
+import { countOutcomes, ingestJsonEvents, normaliseInputs, requestContext, withStoreRefusals } from '../ingest.ts';
 
 /**
  * GET /v1/px: the pixel. Answers a 43-byte transparent GIF, never cached; on bad input the same
@@ -31,6 +31,9 @@ function gif(c: Context<AppEnv>, status: 200 | 400 | 401 | 403 | 413 | 503, erro
 }
 
 pixelRoutes.get('/', async (c) => {
+  // Hono answers HEAD through the GET route: link checkers and prefetchers get the headers, and
+  // nothing is recorded
+  if (c.req.method === 'HEAD') return gif(c, 200);
   try {
     const key = await authenticate(c, { kinds: ['publishable'], from: 'query' });
     c.set('key', key);
@@ -45,10 +48,13 @@ pixelRoutes.get('/', async (c) => {
       payloadFormat: 'query',
       rawOf: () => params.toString(),
     });
-    await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
+    const receipt = await c.get('services').sink.send({ events: normalised.events, failures: normalised.failures });
     const rejected = normalised.rejected[0];
     if (rejected) {
       return gif(c, 400, new PreciseError('validation_failed', rejected.message, { field: rejected.field, reason: rejected.code }));
+    }
+    if (receipt.outcomes[0] === 'failed') {
+      return gif(c, 400, new PreciseError('validation_failed', 'the database refused this event; see failed events', { reason: 'db_rejected' }));
     }
     return gif(c, 200);
   } catch (error) {
@@ -74,12 +80,13 @@ pixelRoutes.post(
       typeof input === 'object' && input !== null && !('type' in input) ? { ...input, type: 'impression' } : input,
     );
     const { normalised, receipt } = await ingestJsonEvents(c, inputs, 'beacon');
-    if (normalised.rejected.length > 0) {
-      const first = normalised.rejected[0]!;
-      throw new PreciseError('validation_failed', `${normalised.rejected.length} of ${inputs.length} events refused: ${first.message}`, {
+    const refused = withStoreRefusals(normalised, receipt.outcomes);
+    if (refused.length > 0) {
+      const first = refused[0]!;
+      throw new PreciseError('validation_failed', `${refused.length} of ${inputs.length} events refused: ${first.message}`, {
         field: first.field,
         ...countOutcomes(receipt.outcomes),
-        rejected: normalised.rejected,
+        rejected: refused,
       });
     }
     return c.body(null, 204);

@@ -1,6 +1,6 @@
 import type { EventSink, IngestBatch, SinkReceipt } from '../../core/ingest/batch.ts';
 import { PreciseError } from '../../core/errors.ts';
-import { dedupeBatch, outcomesOf, type EventWriter } from '../../core/ingest/writer.ts';
+import { dedupeBatch, outcomesOf, writeIsolating, type EventWriter } from '../../core/ingest/writer.ts';
 
 /**
  * Group commit for the Node runtime: concurrent requests share one database write. A request's
@@ -100,7 +100,8 @@ export class GroupCommitSink implements EventSink {
     };
     try {
       const { unique, repeat } = dedupeBatch(combined);
-      const result = await this.writer.write(unique);
+      // one request's bad row is isolated: the other requests of this write are stored all the same
+      const result = await writeIsolating(this.writer, unique);
       const outcomes = outcomesOf(combined, repeat, result);
       let offset = 0;
       for (const waiter of group) {

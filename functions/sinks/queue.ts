@@ -1,6 +1,7 @@
 import type { EventOutcome, EventSink, IngestBatch } from '../../core/ingest/batch.ts';
 import { PreciseError } from '../../core/errors.ts';
 import { dedupeBatch } from '../../core/ingest/writer.ts';
+import { eventKey } from '../../core/ingest/batch.ts';
 
 /**
  * The edge sink: events go to a Cloudflare Queue and the request answers once sendBatch has
@@ -21,25 +22,51 @@ const MAX_SEND_BYTES = 250 * 1024;
 const encoder = new TextEncoder();
 const bytesOf = (value: unknown) => encoder.encode(JSON.stringify(value)).length;
 
-export function queueSink(queue: Queue<QueueMessage>): EventSink {
+/** Pauses between attempts of one sendBatch within the request (then the request gives up). */
+const SEND_RETRY_DELAYS_MS = [50, 250];
+
+export function queueSink(queue: Queue<QueueMessage>, options: { retryDelaysMs?: number[] } = {}): EventSink {
+  const delays = options.retryDelaysMs ?? SEND_RETRY_DELAYS_MS;
   return {
     async send(batch) {
       const { unique, repeat } = dedupeBatch(batch);
-      const messages = toMessages(unique);
-      try {
-        for (const group of groupForSend(messages)) {
-          await queue.sendBatch(group.map((body) => ({ body, contentType: 'json' as const })));
+      const groups = groupForSend(toMessages(unique));
+      const queued = new Set<string>();
+      for (const [index, group] of groups.entries()) {
+        try {
+          await sendWithRetries(queue, group, delays);
+        } catch (error) {
+          console.error('ingest: queue send failed:', error);
+          // Nothing queued yet: the sender may retry everything. Some queued: a whole-request
+          // error would make its retry store those again (id-less events get new ids), so the
+          // answer says per event what was taken and what must be sent again.
+          if (index === 0) {
+            throw new PreciseError('unavailable', 'the event queue did not accept the events; retry', { retry_after_seconds: 1 });
+          }
+          break;
         }
-      } catch (error) {
-        console.error('ingest: queue send failed:', error);
-        throw new PreciseError('unavailable', 'the event queue did not accept the events; retry', {
-          retry_after_seconds: 1,
-        });
+        for (const message of group) for (const event of message.batch.events) queued.add(eventKey(event));
       }
       // Queued is durable; whether an id was already stored is known to the consumer only.
-      return { outcomes: repeat.map((isRepeat): EventOutcome => (isRepeat ? 'duplicate' : 'stored')) };
+      return {
+        outcomes: batch.events.map((event, i): EventOutcome =>
+          !queued.has(eventKey(event)) ? 'unavailable' : repeat[i] ? 'duplicate' : 'stored',
+        ),
+      };
     },
   };
+}
+
+async function sendWithRetries(queue: Queue<QueueMessage>, group: QueueMessage[], delaysMs: number[]): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await queue.sendBatch(group.map((body) => ({ body, contentType: 'json' as const })));
+      return;
+    } catch (error) {
+      if (attempt >= delaysMs.length) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delaysMs[attempt]));
+    }
+  }
 }
 
 /** Splits a batch into messages of at most 100 rows and about 120 KB each. */
@@ -58,8 +85,9 @@ export function toMessages(batch: IngestBatch): QueueMessage[] {
     (current[kind] as never[]).push(row);
     currentBytes += size;
   };
-  for (const event of batch.events) push('events', event as never);
+  // failure records first: they ride in the first send, which is all or nothing for the request
   for (const failure of batch.failures) push('failures', failure as never);
+  for (const event of batch.events) push('events', event as never);
   if (current.events.length + current.failures.length > 0) messages.push({ v: 1, batch: current });
   return messages;
 }

@@ -94,3 +94,16 @@ export async function seedTenant(db: Database, name: string): Promise<Tenant> {
     eventId,
   };
 }
+
+/**
+ * Campaigns and data assets with the given ids, owned by an organization: events name only what
+ * their organization owns (or is licensed to use); anything else is kept apart, never counted.
+ */
+export async function ownEntities(db: Database, orgId: string, ids: { campaigns?: string[]; assets?: string[] }): Promise<void> {
+  for (const id of ids.campaigns ?? []) {
+    await db.query(`insert into campaigns (id, org_id, name, status) values ($1, $2, $3, 'active')`, [id, orgId, `campaign ${id.slice(0, 8)}`]);
+  }
+  for (const id of ids.assets ?? []) {
+    await db.query(`insert into data_assets (id, org_id, name, asset_type) values ($1, $2, $3, 'audience')`, [id, orgId, `asset ${id.slice(0, 8)}`]);
+  }
+}

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
+import { ownEntities } from '../helpers/seed.ts';
 
 const CHROME = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 const IPHONE = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1';
@@ -15,6 +16,7 @@ describe(`pixel and beacon (${BACKEND})`, () => {
 
   beforeAll(async () => {
     h = await createIngestHarness();
+    await ownEntities(h.test.db, h.orgId, { campaigns: [campaignId], assets: [assetA, assetB] });
   });
   afterAll(() => h?.close());
 

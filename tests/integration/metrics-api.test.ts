@@ -4,6 +4,7 @@ import { createApiKey, createOrganization } from '../../core/admin.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
+import { ownEntities } from '../helpers/seed.ts';
 
 // From the public endpoints to GET /v1/metrics, through the rollup: exact totals in any time zone.
 describe(`GET /v1/metrics (${BACKEND})`, () => {
@@ -14,6 +15,7 @@ describe(`GET /v1/metrics (${BACKEND})`, () => {
 
   beforeAll(async () => {
     h = await createIngestHarness();
+    await ownEntities(h.test.db, h.orgId, { campaigns: [campaignId] });
     readKey = (await createApiKey(h.test.db, { orgId: h.orgId, kind: 'secret', scopes: ['read'] })).key;
     // every 11 minutes over 2026-03-07..09 UTC (New York springs forward on 2026-03-08): 1 click in 10
     const events: object[] = [];

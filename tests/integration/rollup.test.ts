@@ -6,6 +6,7 @@ import { sqlEventWriter } from '../../core/ingest/writer.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { BACKEND, createTestDatabase, holdRollupLock, type TestDatabase } from '../helpers/database.ts';
 import { canonicalEvent } from '../helpers/events.ts';
+import { ownEntities } from '../helpers/seed.ts';
 
 describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
   let test: TestDatabase;
@@ -43,6 +44,7 @@ describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
   beforeAll(async () => {
     test = await createTestDatabase();
     orgId = (await createOrganization(test.db, { name: 'Rollup Co' })).id;
+    await ownEntities(test.db, orgId, { campaigns: [campaignId], assets: [assetId] });
   });
   afterAll(() => test?.drop());
 
@@ -184,6 +186,7 @@ describe(`rollup of events into 15-minute metrics (${BACKEND})`, () => {
     const pick = <T,>(items: readonly T[]) => items[Math.floor(random() * items.length)]!;
     const campaigns = [randomUUID(), randomUUID(), randomUUID()];
     const assets = [randomUUID(), randomUUID()];
+    await ownEntities(test.db, mixedOrg, { campaigns, assets });
     const start = Date.parse('2026-04-10T00:00:00Z');
     const expected = { impressions: 0, bot_impressions: 0, clicks: 0, data_usage: 0, spend: 0 };
     const conversions = new Map<string, { status: string | null; value: number | null }>();

@@ -50,4 +50,41 @@ describe('queue sink', () => {
       console.error = original;
     }
   });
+
+  it('when a later sendBatch fails, says per event what was queued, so a retry of the rest stores each event once', async () => {
+    // STAND-IN for a Cloudflare Queue whose second sendBatch fails every time (an outage cannot
+    // be produced locally); it keeps what it accepted, as the real queue would deliver it.
+    const delivered: string[] = [];
+    let calls = 0;
+    let failSecond = true;
+    const queue = {
+      sendBatch: async (messages: Iterable<MessageSendRequest<QueueMessage>>) => {
+        calls += 1;
+        if (failSecond && calls >= 2) throw new Error('Queue send failed');
+        for (const message of messages) delivered.push(...message.body.batch.events.map((e) => e.event_id));
+      },
+    } as unknown as Queue<QueueMessage>;
+    const sink = queueSink(queue, { retryDelaysMs: [1, 1] });
+    // id-less events get edge ids: a whole-request retry would store them again under new ids
+    const events = Array.from({ length: 300 }, (_, i) => event(`q-${i}`, 'z'.repeat(1500)));
+    const original = console.error;
+    console.error = () => {};
+    try {
+      const first = await sink.send({ events, failures: [] });
+      const queued = first.outcomes.filter((o) => o === 'stored').length;
+      const missing = events.filter((_, i) => first.outcomes[i] === 'unavailable');
+      expect(queued).toBeGreaterThan(0);
+      expect(missing.length).toBeGreaterThan(0);
+      expect(queued + missing.length).toBe(300);
+      expect(calls).toBe(1 + 3); // the second send was tried three times
+      // the sender sends again only what was not taken
+      failSecond = false;
+      const second = await sink.send({ events: missing, failures: [] });
+      expect(second.outcomes.every((o) => o === 'stored')).toBe(true);
+      expect(delivered).toHaveLength(300);
+      expect(new Set(delivered).size).toBe(300);
+    } finally {
+      console.error = original;
+    }
+  });
 });
