@@ -1,7 +1,10 @@
 import type { Queryable } from './db/port.ts';
+import type { EventContext } from './events/canonical.ts';
+import { PreciseError } from './errors.ts';
 import type { IngestBatch } from './ingest/batch.ts';
 import { parseIngestResult, type IngestResult } from './ingest/writer.ts';
 import { TtlCache, type TtlCacheEntries } from './ttl-cache.ts';
+import { mapPayload, parseMapping, webhookEventId, type MappedItem } from './webhook.ts';
 
 /**
  * What the webhook endpoint needs from the database: the integration (org, status, mapping),
@@ -70,4 +73,65 @@ export class Webhooks {
   campaignByExternalId(orgId: string, externalId: string): Promise<string | null> {
     return this.campaigns.get(`${orgId} ${externalId}`);
   }
+}
+
+/**
+ * A delivery's items: through the integration's mapping, or read as `{ "events": [...] }`
+ * canonical events when it has none (each kept for failed_events without its `context`). A
+ * replay maps one stored item again (`item`), with the body values it was first mapped with.
+ */
+export function webhookItems(
+  integration: IntegrationRecord,
+  body: unknown,
+  replay?: { root: Record<string, unknown> },
+): MappedItem[] {
+  const { mapping } = integration.properties;
+  if (mapping) {
+    const parsed = parseMapping(mapping);
+    return mapPayload(body, replay ? { ...parsed, events_path: '' } : parsed, replay);
+  }
+  const events = replay ? [body] : (body as { events?: unknown } | null)?.events;
+  if (!Array.isArray(events)) {
+    throw new PreciseError('bad_request', 'without a mapping the body must be { "events": [ ...canonical events ] }', { field: 'events' });
+  }
+  return events.map((event) => {
+    if (typeof event !== 'object' || event === null || Array.isArray(event)) return { input: event, raw: event, root: {} };
+    const { context: _context, ...raw } = event as Record<string, unknown>;
+    return { input: { ...event } as Record<string, unknown>, raw, root: {} };
+  });
+}
+
+export interface PreparedItems {
+  inputs: unknown[];
+  /** what each input adds to its context (an external campaign id no campaign claims) */
+  contexts: Array<Partial<EventContext> | undefined>;
+}
+
+/** Ids derived for items without one, DSP campaign ids resolved to ours (or flagged unmatched). */
+export async function prepareWebhookItems(
+  integration: Pick<IntegrationRecord, 'id' | 'org_id'>,
+  items: MappedItem[],
+  campaignByExternalId: (orgId: string, externalId: string) => Promise<string | null>,
+): Promise<PreparedItems> {
+  const prepared: PreparedItems = { inputs: [], contexts: [] };
+  for (const item of items) {
+    if (typeof item.input !== 'object' || item.input === null || Array.isArray(item.input)) {
+      prepared.inputs.push(item.input);
+      prepared.contexts.push(undefined);
+      continue;
+    }
+    const input: Record<string, unknown> = { ...item.input };
+    // from what the mapping made of the item, before our own lookups change it
+    input.event_id ??= webhookEventId(integration.id, item.input as Record<string, unknown>, item.externalCampaignId);
+    let context: Partial<EventContext> | undefined;
+    if (item.externalCampaignId) {
+      const campaignId = await campaignByExternalId(integration.org_id, item.externalCampaignId);
+      if (campaignId) input.campaign_id = campaignId;
+      else context = { unmatched_campaign: item.externalCampaignId };
+      input.properties = { ...(input.properties as object | undefined), external_campaign_id: item.externalCampaignId };
+    }
+    prepared.inputs.push(input);
+    prepared.contexts.push(context);
+  }
+  return prepared;
 }

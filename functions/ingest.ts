@@ -77,23 +77,23 @@ export function normaliseInputs(
     payloadFormat: 'json' | 'query';
     /** the raw text to keep for a refused input (JSON inputs: the input itself, bounded) */
     rawOf?: (index: number) => string;
+    /** what one input adds to the context (e.g. a webhook item's unmatched campaign) */
+    contextOf?: (index: number) => Partial<EventContext> | undefined;
+    /** what a refused input's replay needs besides (see failureRecord) */
+    replayOf?: (index: number) => Record<string, unknown>;
   },
 ): NormalisedRequest {
   const result: NormalisedRequest = { events: [], positions: [], failures: [], rejected: [] };
   inputs.forEach((input, index) => {
-    const normalised = normaliseEvent(input, {
-      orgId: options.orgId,
-      receivedAt: options.receivedAt,
-      context: options.context,
-      userContext: options.userContext,
-    });
+    const { context, userContext } = itemContexts(options, options.contextOf?.(index));
+    const normalised = normaliseEvent(input, { orgId: options.orgId, receivedAt: options.receivedAt, context, userContext });
     if (normalised.ok) {
       result.events.push(normalised.event);
       result.positions.push(index);
       return;
     }
     result.rejected.push({ index, ...normalised.rejection });
-    const kept = keptForReplay(input, options.context, options.userContext);
+    const kept = keptForReplay(input, context, userContext);
     result.failures.push(
       failureRecord({
         orgId: options.orgId,
@@ -105,10 +105,23 @@ export function normaliseInputs(
         context: kept.context,
         // A replay of an input without an id reuses this one, so replaying twice counts once.
         assignedEventId: hasEventId(input) ? undefined : uuidv7(),
+        replay: options.replayOf?.(index),
       }),
     );
   });
   return result;
+}
+
+function itemContexts(
+  options: { context: EventContext; userContext?: (given: UserContextInput) => EventContext },
+  extra: Partial<EventContext> | undefined,
+): { context: EventContext; userContext?: (given: UserContextInput) => EventContext } {
+  if (!extra) return options;
+  const { userContext } = options;
+  return {
+    context: { ...options.context, ...extra },
+    userContext: userContext && ((given) => ({ ...userContext(given), ...extra })),
+  };
 }
 
 /**

@@ -49,8 +49,10 @@ usage: precise <command> [options] [--json]
                                          a signed click URL (GET /v1/click) for a publishable key
   failed list [--org ORG_ID] [--id ID] [--all] [--limit N]
                                          refused events not yet replayed (--all: every one)
-  failed replay [--org ORG_ID] [--id ID] [--limit N]
-                                         replay them through validation and dedup
+  failed replay [--org ORG_ID] [--id ID] [--all] [--limit N] [ID ...]
+                                         replay them through the path they first took (a postback
+                                         as a postback, a webhook item through its mapping), under
+                                         the id they were first given: replaying twice stores once
   seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs status                            last runs, durations, queued work and failures of every job
   jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
@@ -317,9 +319,10 @@ async function runClickUrl(context: Context): Promise<number> {
   return 0;
 }
 
-function failedFilter(flags: Flags): FailedEventFilter {
+function failedFilter(flags: Flags, positionals: string[] = []): FailedEventFilter {
   if (flags.org) assertUuid(flags.org, 'org');
-  if (flags.id) assertUuid(flags.id, 'id');
+  const ids = [...(flags.id ? [flags.id] : []), ...positionals];
+  for (const id of ids) assertUuid(id, 'id');
   let limit: number | undefined;
   if (flags.limit !== undefined) {
     limit = Number(flags.limit);
@@ -327,7 +330,7 @@ function failedFilter(flags: Flags): FailedEventFilter {
       throw new PreciseError('invalid_argument', '--limit must be a positive integer', { field: 'limit' });
     }
   }
-  return { orgId: flags.org, ids: flags.id ? [flags.id] : undefined, all: flags.all, limit };
+  return { orgId: flags.org, ids: ids.length > 0 ? ids : undefined, all: flags.all, limit };
 }
 
 async function runFailedList(context: Context): Promise<number> {
@@ -347,10 +350,11 @@ async function runFailedList(context: Context): Promise<number> {
   return 0;
 }
 
-async function runFailedReplay(context: Context): Promise<number> {
+async function runFailedReplay(context: Context, positionals: string[]): Promise<number> {
+  const filter = failedFilter(context.flags, positionals);
   const progress = progressBar('replay', (line) => context.io.err(line));
   const summary = await withCliDatabase(context.config, (db) =>
-    replayFailedEvents(db, failedFilter(context.flags), ({ done, total }) => progress(done, total)),
+    replayFailedEvents(db, filter, ({ done, total }) => progress(done, total)),
   );
   context.print(
     summary,

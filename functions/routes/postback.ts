@@ -1,17 +1,17 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PreciseError } from '../../core/errors.ts';
-import { normaliseEvent } from '../../core/events/canonical.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
-import { postbackInput, readPostbackParams } from '../../core/postback.ts';
+import { normalisePostback, splitContextParams, transitionRefused } from '../../core/postback.ts';
 import type { AppEnv } from '../env.ts';
-import { requestContext } from '../ingest.ts';
+import { keptForReplay, serverRequestContext } from '../ingest.ts';
 
 /**
  * GET or POST /v1/postback/:token: an S2S conversion from an ad server, affiliate network or
  * MMP. The token (a pb_ key) is in the path for networks that cannot send headers. Parameters
  * come from the query string and a form or JSON body. Answers 200 JSON with the event id and
  * whether it was a duplicate; a conversion counts once however often the network retries.
+ * The calling network is never taken for the user: the user's IP and agent come as parameters.
  */
 export const postbackRoutes = new Hono<AppEnv>();
 
@@ -35,8 +35,11 @@ postbackRoutes.on(
 
     const pairs = await postbackPairs(c);
     const receivedAt = new Date();
-    const context = requestContext(c, 'postback');
+    const server = serverRequestContext(c, 'postback');
     const refuse = async (error: PreciseError): Promise<never> => {
+      // kept as a postback: its pairs without the end user's context (kept enriched, never a raw
+      // IP), and its token, whose maps a replay applies again
+      const split = splitContextParams(pairs, key.properties.param_map);
       await services.sink.send({
         events: [],
         failures: [
@@ -44,40 +47,30 @@ postbackRoutes.on(
             orgId: key.org_id,
             source: 'postback',
             rejection: { code: String(error.details.reason ?? error.code), message: error.message, field: error.details.field as string | undefined },
-            payload: new URLSearchParams(pairs).toString(),
+            payload: new URLSearchParams(split.kept).toString(),
             payloadFormat: 'query',
             receivedAt,
-            context,
+            context: keptForReplay({ context: split.context }, server.base, server.userContext).context,
+            replay: { key_id: key.id },
           }),
         ],
       });
       throw error;
     };
 
-    let input: Record<string, unknown>;
-    try {
-      input = postbackInput(readPostbackParams(pairs, key.properties.param_map), key.properties.status_map);
-    } catch (error) {
-      return refuse(error as PreciseError);
-    }
-    const normalised = normaliseEvent(input, { orgId: key.org_id, receivedAt, context });
-    if (!normalised.ok) {
-      const { code, message, field } = normalised.rejection;
-      return refuse(new PreciseError('validation_failed', message, { field, reason: code }));
-    }
-
-    const result = await services.postbacks.record(normalised.event);
-    if (result.outcome === 'refused') {
-      return refuse(
-        new PreciseError(
-          'conflict',
-          `status ${result.status} → ${normalised.event.status} is not allowed (pending → approved → rejected, pending → rejected)`,
-          { field: 'status', reason: 'invalid_status_transition', current_status: result.status },
-        ),
-      );
-    }
+    const normalised = normalisePostback(pairs, key, {
+      orgId: key.org_id,
+      receivedAt,
+      context: server.base,
+      userContext: server.userContext,
+      keepUserContext: true,
+    });
+    if (!normalised.ok) return refuse(normalised.error);
+    const { event } = normalised;
+    const result = await services.postbacks.record(event);
+    if (result.outcome === 'refused') return refuse(transitionRefused(result, event));
     return c.json({
-      event_id: normalised.event.event_id,
+      event_id: event.event_id,
       duplicate: result.outcome === 'duplicate',
       status: result.status,
       status_change: result.outcome === 'stored' && result.previous_status !== null,

@@ -1,25 +1,26 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PreciseError } from '../../core/errors.ts';
-import { failureRecord } from '../../core/ingest/batch.ts';
-import { normaliseEvent, type CanonicalEvent } from '../../core/events/canonical.ts';
+import { boundedJson, jsonDepth } from '../../core/events/json-bounds.ts';
 import { LIMITS } from '../../core/events/limits.ts';
-import type { IntegrationRecord } from '../../core/integrations.ts';
-import { deliveryId, mapPayload, parseMapping, verifyWebhookSignature, webhookEventId, webhookSecret, type MappedItem } from '../../core/webhook.ts';
-import type { AppEnv, Services } from '../env.ts';
-import { countOutcomes, requestContext, type RejectedEvent } from '../ingest.ts';
-import type { FailureRecord } from '../../core/ingest/batch.ts';
+import { failureRecord } from '../../core/ingest/batch.ts';
+import { prepareWebhookItems, webhookItems, type IntegrationRecord } from '../../core/integrations.ts';
+import { parseMapping, verifyWebhookSignature, webhookSecret } from '../../core/webhook.ts';
+import type { AppEnv } from '../env.ts';
+import { countOutcomes, normaliseInputs, serverRequestContext } from '../ingest.ts';
 
 /**
  * POST /v1/webhooks/:integration: a DSP's signed notification (win notices, impression and
- * click reports, spend reports). Verified with the integration's whsec_ secret, refused when
- * replayed, mapped to canonical events by the integration's declarative mapping (or read as
- * `{ "events": [...] }` canonical events when it has none). 200 with accepted, duplicate and
- * rejected counts; rejected items go to failed_events.
+ * click reports, spend reports). Verified with the integration's whsec_ secret over the body's
+ * bytes, refused when replayed, mapped to canonical events by the integration's declarative
+ * mapping (or read as `{ "events": [...] }` canonical events when it has none). 200 with
+ * accepted, duplicate and rejected counts; rejected items go to failed_events.
  */
 export const webhookRoutes = new Hono<AppEnv>();
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Nesting a DSP body may have: mapping paths and the item walks stay far from the stack's end. */
+const WEBHOOK_BODY_DEPTH = 64;
 // One answer for every verification failure: nothing about which part was wrong.
 const invalidSignature = () => new PreciseError('unauthorized', 'signature verification failed', { field: 'x-precise-signature' });
 
@@ -34,33 +35,60 @@ webhookRoutes.post(
   async (c) => {
     const services = c.get('services');
     const id = c.req.param('integration');
-    const body = await c.req.text();
-    const header = c.req.header('x-precise-signature');
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
     const integration = UUID.test(id) ? await services.webhooks.integration(id.toLowerCase()) : null;
-    const secret = integration && webhookSecret(services.serverSecret, integration.id, integration.properties.secret_version ?? 1);
-    if (!integration || !secret || !verifyWebhookSignature(secret, header, body, Math.floor(Date.now() / 1000))) {
-      throw invalidSignature();
-    }
+    // an unknown integration is verified all the same (against a secret no one has): it costs what a bad signature costs
+    const secret = webhookSecret(services.serverSecret, integration?.id ?? 'unknown-integration', integration?.properties.secret_version ?? 1);
+    const deliveryKey = verifyWebhookSignature(secret, c.req.header('x-precise-signature'), bytes, Math.floor(Date.now() / 1000));
+    if (!integration || !deliveryKey) throw invalidSignature();
     if (integration.status !== 'active') {
       throw new PreciseError('forbidden', `integration ${integration.id} is ${integration.status}`, { field: 'integration' });
     }
 
-    let payload: unknown;
-    try {
-      payload = JSON.parse(body);
-    } catch {
-      throw new PreciseError('bad_request', 'the body is not valid JSON', { field: 'body' });
+    const payload = parseBody(bytes);
+    const server = serverRequestContext(c, 'webhook');
+    const receivedAt = new Date();
+    const items = webhookItems(integration, payload);
+    if (items.length === 0) {
+      const path = integration.properties.mapping ? parseMapping(integration.properties.mapping).events_path : 'events';
+      const error = new PreciseError('validation_failed', `no events at events_path "${path}"`, {
+        field: 'events_path',
+        reason: 'no_events',
+        events_path: path,
+      });
+      // kept (and the delivery claimed, so a resend is a 409): replayable once the mapping is fixed
+      const failure = failureRecord({
+        orgId: integration.org_id,
+        source: 'webhook',
+        rejection: { code: 'no_events', message: error.message, field: 'events_path' },
+        payload: boundedJson(payload),
+        payloadFormat: 'json',
+        receivedAt,
+        context: server.base,
+        replay: { integration_id: integration.id, webhook_body: true },
+      });
+      const result = await services.webhooks.store.ingest(integration.id, deliveryKey, { events: [], failures: [failure] });
+      if (result.replayed) throw replayedDelivery();
+      throw error;
     }
-    const items = mappedItems(payload, integration);
     if (items.length > LIMITS.batchEvents) {
       throw new PreciseError('payload_too_large', `at most ${LIMITS.batchEvents} events per delivery (got ${items.length})`, { field: 'body' });
     }
 
-    const { events, failures, rejected } = await normaliseItems(items, integration, services, requestContext(c, 'webhook'));
-    const result = await services.webhooks.store.ingest(integration.id, deliveryId(header!), { events, failures });
-    if (result.replayed) {
-      throw new PreciseError('conflict', 'this delivery was already received (replayed signature)', { field: 'x-precise-signature', reason: 'replayed_delivery' });
-    }
+    const prepared = await prepareWebhookItems(integration, items, (orgId, externalId) => services.webhooks.campaignByExternalId(orgId, externalId));
+    const { events, failures, rejected } = normaliseInputs(prepared.inputs, {
+      orgId: integration.org_id,
+      source: 'webhook',
+      context: server.base,
+      userContext: server.userContext,
+      receivedAt,
+      payloadFormat: 'json',
+      rawOf: (index) => boundedJson(items[index]!.raw),
+      contextOf: (index) => prepared.contexts[index],
+      replayOf: (index) => replayFacts(integration, items[index]!.root),
+    });
+    const result = await services.webhooks.store.ingest(integration.id, deliveryKey, { events, failures });
+    if (result.replayed) throw replayedDelivery();
     const outcomes = events.map((event) => {
       const key = `${event.org_id} ${event.event_id}`;
       return result.failed.has(key) ? ('failed' as const) : result.duplicates.has(key) ? ('duplicate' as const) : ('stored' as const);
@@ -69,48 +97,24 @@ webhookRoutes.post(
   },
 );
 
-function mappedItems(payload: unknown, integration: IntegrationRecord): MappedItem[] {
-  if (integration.properties.mapping) return mapPayload(payload, parseMapping(integration.properties.mapping));
-  const events = (payload as { events?: unknown } | null)?.events;
-  if (!Array.isArray(events)) {
-    throw new PreciseError('bad_request', 'without a mapping the body must be { "events": [ ...canonical events ] }', { field: 'events' });
-  }
-  return events.map((event) => ({ input: event as Record<string, unknown>, raw: event }));
+const replayedDelivery = () =>
+  new PreciseError('conflict', 'this delivery was already received (replayed signature)', { field: 'x-precise-signature', reason: 'replayed_delivery' });
+
+/** What a refused item's replay needs: its integration (whose mapping applies again), the body values it was mapped with. */
+function replayFacts(integration: IntegrationRecord, root: Record<string, unknown>): Record<string, unknown> {
+  return { integration_id: integration.id, ...(Object.keys(root).length > 0 ? { webhook_root: JSON.parse(boundedJson(root)) } : {}) };
 }
 
-async function normaliseItems(items: MappedItem[], integration: IntegrationRecord, services: Services, context: CanonicalEvent['context']) {
-  const events: CanonicalEvent[] = [];
-  const failures: FailureRecord[] = [];
-  const rejected: RejectedEvent[] = [];
-  const receivedAt = new Date();
-  for (const [index, item] of items.entries()) {
-    const input: Record<string, unknown> =
-      typeof item.input === 'object' && item.input !== null ? { ...item.input } : { invalid: item.input };
-    let itemContext = context;
-    if (item.externalCampaignId) {
-      const campaignId = await services.webhooks.campaignByExternalId(integration.org_id, item.externalCampaignId);
-      if (campaignId) input.campaign_id = campaignId;
-      else itemContext = { ...context, unmatched_campaign: item.externalCampaignId };
-      input.properties = { ...(input.properties as object | undefined), external_campaign_id: item.externalCampaignId };
-    }
-    input.event_id ??= webhookEventId(integration.id, item.raw);
-    const normalised = normaliseEvent(input, { orgId: integration.org_id, receivedAt, context: itemContext });
-    if (normalised.ok) {
-      events.push(normalised.event);
-      continue;
-    }
-    rejected.push({ index, ...normalised.rejection });
-    failures.push(
-      failureRecord({
-        orgId: integration.org_id,
-        source: 'webhook',
-        rejection: normalised.rejection,
-        payload: JSON.stringify(item.raw),
-        payloadFormat: 'json',
-        receivedAt,
-        context: itemContext,
-      }),
-    );
+/** The verified bytes as JSON: UTF-8, parsed, and bounded before any mapping recurses over it. */
+function parseBody(bytes: Uint8Array): unknown {
+  let payload: unknown;
+  try {
+    payload = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes));
+  } catch {
+    throw new PreciseError('bad_request', 'the body is not valid UTF-8 JSON', { field: 'body' });
   }
-  return { events, failures, rejected };
+  if (jsonDepth(payload) > WEBHOOK_BODY_DEPTH) {
+    throw new PreciseError('bad_request', `the body is nested more than ${WEBHOOK_BODY_DEPTH} levels`, { field: 'body', reason: 'too_deep' });
+  }
+  return payload;
 }

@@ -153,4 +153,66 @@ describe(`S2S postbacks /v1/postback/:token (${BACKEND})`, () => {
     expect((await h.app.request(`/v1/postback/pb_${'0'.repeat(32)}?clickid=x`)).status).toBe(401);
     expect((await h.app.request(`/v1/postback/${h.publishableKey}?clickid=x`)).status).toBe(403);
   });
+
+  it("takes the end user's IP, agent and country from the network's parameters, never the network's own", async () => {
+    const chrome = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
+    const response = await h.app.request(`/v1/postback/${token}?clickid=${clickId}&tid=order-ctx&user_ip=203.0.113.44&ua=${encodeURIComponent(chrome)}&country_code=de`, {
+      headers: { 'x-forwarded-for': '192.0.2.200', 'user-agent': 'curl/8.0', 'cf-ipcountry': 'US' },
+    });
+    expect(response.status).toBe(200);
+    const [event] = await conversions('order-ctx');
+    expect(event!.context).toMatchObject({ source: 'postback', geo: { country: 'DE' }, ip: { truncated: '203.0.113.0' }, device: { browser: 'Chrome' }, bot: false });
+    expect(event!.whole).not.toMatch(/203\.0\.113\.44|192\.0\.2|curl/);
+    expect(event!.properties).not.toHaveProperty('user_ip');
+
+    // without them: no device, no IP, no geo (the calling server is not the user)
+    await h.app.request(`/v1/postback/${token}?clickid=${clickId}&tid=order-noctx`, { headers: { 'x-forwarded-for': '192.0.2.201', 'user-agent': 'curl/8.0' } });
+    const [bare] = await conversions('order-noctx');
+    expect(bare!.context.ip).toBeUndefined();
+    expect(bare!.context.geo).toBeUndefined();
+    expect(bare!.context.device?.type ?? 'unknown').toBe('unknown');
+
+    // the token's param_map names them too; a country that is no two-letter code stays a property
+    const custom = (await createApiKey(h.test.db, { orgId: h.orgId, kind: 'postback', properties: { param_map: { visitor: 'context.ip', agent: 'user_agent' } } })).key;
+    expect((await get(`clickid=${clickId}&tid=order-map-ctx&visitor=2001:db8:1:2::7&agent=Mozilla%2F5.0&country=USA`, custom)).status).toBe(200);
+    const [mapped] = await conversions('order-map-ctx');
+    expect(mapped!.context.ip.truncated).toBe('2001:db8:1::');
+    expect(mapped!.properties).toMatchObject({ country: 'USA' });
+
+    // a bad IP names the field; the failed event keeps no raw value of it
+    const bad = await get(`clickid=${clickId}&tid=order-bad-ip&ip=999.1.1.1`);
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as any).error.details).toMatchObject({ field: 'context.ip' });
+    const failed = (await h.failedEvents()).find((row) => row.payload.includes('order-bad-ip'))!;
+    expect(failed.payload).not.toContain('999.1.1.1');
+    expect(failed.properties.key_id).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('answers 4xx, never 5xx, to names that are no map entries and to text that cannot be stored', async () => {
+    const cases: Array<[string, string]> = [
+      [`aff_click=${clickId}&state=constructor&order=o-proto-1`, mappedToken],
+      [`aff_click=${clickId}&state=__proto__&order=o-proto-2`, mappedToken],
+      [`aff_click=${clickId}&state=hasOwnProperty&order=o-proto-3`, mappedToken],
+      [`clickid=${clickId}&tid=o-nul%00`, token],
+      [`clickid=${clickId}&tid=o-nul-name&a%00b=1`, token],
+    ];
+    for (const [query, tok] of cases) {
+      const response = await get(query, tok);
+      expect({ query, status: response.status }).toEqual({ query, status: 400 });
+      expect(((await response.json()) as any).error.code).toBe('validation_failed');
+    }
+    expect((await h.failedEvents()).filter((row) => /o-nul|o-proto-\d/.test(row.payload))).toHaveLength(5);
+    // parameters named like Object.prototype's members are parameters like any other
+    const protoNames = await get(`clickid=${clickId}&tid=o-proto-ok&constructor=1&toString=2&__proto__=3`, mappedToken);
+    expect(protoNames.status).toBe(200);
+    const kept = (await conversions('o-proto-ok'))[0]!.properties;
+    expect(kept).toMatchObject({ constructor: '1', toString: '2' });
+    const lone = await h.app.request(`/v1/postback/${token}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: `{"clickid": "${clickId}", "tid": "o-lone", "note": "\\ud800"}`,
+    });
+    expect(lone.status).toBe(400);
+    expect(((await lone.json()) as any).error.details).toMatchObject({ reason: 'invalid_characters' });
+  });
 });

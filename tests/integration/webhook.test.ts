@@ -209,4 +209,85 @@ describe(`signed DSP webhooks POST /v1/webhooks/:integration (${BACKEND})`, () =
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/mapping\.fields\.type/);
   });
+
+  it('refuses a replayed delivery however its signature header is written', async () => {
+    const payload = JSON.stringify({ events: [{ event_id: 'replay-forms', type: 'click' }] });
+    const t = now();
+    const v1 = signWebhook(webhookSecret(SERVER_SECRET, integrations.canonical!), t, payload).split('v1=')[1]!;
+    expect((await deliver('canonical', null, { raw: payload, signature: `t=${t},v1=${v1}` })).status).toBe(200);
+    const variants = [
+      `t=${t}, v1=${v1}`,
+      `v1=${v1},t=${t}`,
+      `t=${t},v1=${v1},`,
+      `t=${t},v1=${v1},v0=${'a'.repeat(64)}`,
+      `t=${t},v1=${'0'.repeat(64)},v1=${v1}`,
+      `t=${t},v1=${v1.toUpperCase()}`,
+      `t=0${t},v1=${v1}`,
+    ];
+    for (const signature of variants) {
+      const response = await deliver('canonical', null, { raw: payload, signature });
+      expect({ signature, status: response.status }).toEqual({ signature, status: 409 });
+    }
+    expect((await h.events()).filter((event) => event.event_id === 'replay-forms')).toHaveLength(1);
+  });
+
+  it('verifies the body as bytes: non-ASCII text passes, bytes that are no UTF-8 are a 400', async () => {
+    const text = JSON.stringify({ events: [{ event_id: 'utf8-1', type: 'impression', properties: { city: 'Zürich – 東京' } }] });
+    expect((await deliver('canonical', null, { raw: text })).status).toBe(200);
+    expect((await h.events()).find((event) => event.event_id === 'utf8-1')!.properties.city).toBe('Zürich – 東京');
+    const bytes = new Uint8Array([...new TextEncoder().encode('{"events":[{"type":"click","properties":{"x":"'), 0xff, 0xfe, ...new TextEncoder().encode('"}}]}')]);
+    const t = now();
+    const secret = webhookSecret(SERVER_SECRET, integrations.canonical!);
+    const response = await h.app.request(`/v1/webhooks/${integrations.canonical}`, {
+      method: 'POST',
+      headers: { 'x-precise-signature': signWebhook(secret, t, bytes) },
+      body: bytes,
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as any).error.details.field).toBe('body');
+  });
+
+  it("maps the end user's context (context.ip, context.user_agent, context.country), never the DSP's own", async () => {
+    const mapping = {
+      events_path: 'events',
+      fields: { type: { const: 'impression' }, event_id: 'id', 'context.ip': 'device.ip', 'context.user_agent': 'device.ua', 'context.country': '$root.geo' },
+    };
+    const id = (await createIntegration(h.test.db, { orgId: h.orgId, name: 'ctx', mapping })).id;
+    integrations.ctx = id;
+    const chrome = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36';
+    const text = JSON.stringify({ geo: 'fr', events: [{ id: 'ctx-1', device: { ip: '198.51.100.61', ua: chrome } }, { id: 'ctx-2', device: { ip: 'not-an-ip' } }] });
+    const response = await h.app.request(`/v1/webhooks/${id}`, {
+      method: 'POST',
+      headers: { 'x-precise-signature': signWebhook(webhookSecret(SERVER_SECRET, id), now(), text), 'x-forwarded-for': '192.0.2.9', 'user-agent': 'DSP-Notifier/2' },
+      body: text,
+    });
+    expect(await response.json()).toMatchObject({ accepted: 1, rejected: [{ index: 1, field: 'context.ip' }] });
+    const event = (await h.events()).find((row) => row.event_id === 'ctx-1')!;
+    expect(event.context).toMatchObject({ source: 'webhook', geo: { country: 'FR' }, ip: { truncated: '198.51.100.0' }, device: { browser: 'Chrome' } });
+    expect(event.whole).not.toMatch(/198\.51\.100\.61|192\.0\.2\.9|DSP-Notifier/);
+    const failed = (await h.failedEvents()).find((row) => row.properties.integration_id === id)!;
+    expect(failed.payload).not.toContain('not-an-ip');
+    expect(JSON.parse(failed.payload)).toEqual({ id: 'ctx-2', device: {} });
+  });
+
+  it('answers a body the mapping finds no events in with a 400 naming events_path, and keeps it', async () => {
+    const response = await deliver('report', { report_id: 'r-empty', rows: [{ event_type: 'imp' }] });
+    expect(response.status).toBe(400);
+    const error = ((await response.json()) as any).error;
+    expect(error).toMatchObject({ code: 'validation_failed', details: { field: 'events_path', reason: 'no_events', events_path: 'data.events' } });
+    const failed = (await h.failedEvents()).filter((row) => row.reason_code === 'no_events' && row.payload.includes('r-empty'));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.properties).toMatchObject({ integration_id: integrations.report, webhook_body: true });
+  });
+
+  it('answers deep bodies with a 400, never a 500', async () => {
+    const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`;
+    const deepItem = `{"events":[{"type":"click","properties":{"a":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}}]}`;
+    const deepReport = `{"data":{"events":[{"event_type":"imp","creative":${'{"id":'.repeat(3000)}"x"${'}'.repeat(3000)}}]}}`;
+    for (const [name, raw] of [['canonical', deep], ['canonical', deepItem], ['report', deepReport]] as const) {
+      const response = await deliver(name, null, { raw });
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as any).error.details).toMatchObject({ field: 'body', reason: 'too_deep' });
+    }
+  });
 });

@@ -9,6 +9,17 @@ const db = openPostgresJs({ connectionString: env.TEST_DATABASE_URL, max: 2 });
 const request = (path: string, init: RequestInit = {}) => exports.default.fetch(`https://edge.test${path}`, init);
 
 describe('postbacks and webhooks in workerd', () => {
+  it('takes the end user context from postback parameters, not from the calling network', async () => {
+    const url = `/v1/postback/${env.TEST_POSTBACK_TOKEN}?clickid=wk-click-ctx&tid=wk-order-ctx&user_ip=203.0.113.88&country=nl&status=constructor`;
+    // a status word that is no status_map entry is a 400, never a 500
+    expect((await request(url, { headers: { 'user-agent': 'curl/8.0' } })).status).toBe(400);
+    const ok = await request(url.replace('&status=constructor', ''), { headers: { 'user-agent': 'curl/8.0' } });
+    expect(ok.status).toBe(200);
+    const { rows } = await db.query<{ context: any }>(`select context from events where org_id = $1 and click_id = 'wk-click-ctx'`, [env.TEST_ORG_ID]);
+    expect(rows[0]!.context).toMatchObject({ source: 'postback', geo: { country: 'NL' }, ip: { truncated: '203.0.113.0' } });
+    expect(JSON.stringify(rows[0]!.context)).not.toMatch(/203\.0\.113\.88|curl/);
+  });
+
   it('records a postback once, refuses macros and bad transitions', async () => {
     const url = `/v1/postback/${env.TEST_POSTBACK_TOKEN}?clickid=wk-click-1&payout=3.5&tid=wk-order-1`;
     const first = (await (await request(url)).json()) as any;
@@ -31,6 +42,11 @@ describe('postbacks and webhooks in workerd', () => {
     expect(accepted.status).toBe(200);
     expect(await accepted.json()).toMatchObject({ accepted: 1, duplicates: 0, rejected: [{ index: 1, field: 'type' }] });
     expect((await post(signature)).status).toBe(409);
+    // the same delivery however its header is written: the key is what was verified
+    const [t, v1] = signature.split(',');
+    for (const variant of [`${t}, ${v1}`, `${v1},${t}`, `${signature},`, `${signature},v0=00`, `${t},${v1!.toUpperCase().replace('V1=', 'v1=')}`]) {
+      expect({ variant, status: (await post(variant)).status }).toEqual({ variant, status: 409 });
+    }
     // one hex digit changed (never to itself)
     const forged = await post(signature.replace(/v1=(.)/, (_, digit: string) => `v1=${digit === '0' ? '1' : '0'}`));
     expect(forged.status).toBe(401);
