@@ -24,7 +24,7 @@ import { Readable } from 'node:stream';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { createApiKey, createOrganization } from '../core/admin.ts';
+import { createApiKey, createCampaign, createOrganization } from '../core/admin.ts';
 import { migrate } from '../core/db/migrate.ts';
 import { openPostgres } from '../core/db/postgres.ts';
 
@@ -76,6 +76,8 @@ async function main() {
     const org = await createOrganization(db, { name: 'Bench Co' });
     const pk = (await createApiKey(db, { orgId: org.id, kind: 'publishable' })).key;
     const sk = (await createApiKey(db, { orgId: org.id, kind: 'secret', scopes: ['ingest'] })).key;
+    // events count only under campaigns their organization owns
+    const newCampaign = async () => (await createCampaign(db, { orgId: org.id, name: `bench ${randomUUID().slice(0, 8)}` })).id;
     const rowsOf = async (campaign: string) =>
       Number((await db.query<{ n: string }>('select count(*) as n from events where campaign_id = $1', [campaign])).rows[0]!.n);
 
@@ -85,7 +87,7 @@ async function main() {
     const pixelRun = async (label: string, mode: string, port: number): Promise<Run> => {
       const server = await startServer(mode, port, children);
       await warmUp(`http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${randomUUID()}`);
-      const campaign = randomUUID();
+      const campaign = await newCampaign();
       const result = await load({
         url: `http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${campaign}&crv=crv-1&uid=u-1&p.slot=top`,
         headers: { 'user-agent': CHROME },
@@ -100,7 +102,7 @@ async function main() {
     const fewConnections = async (): Promise<Run> => {
       const port = 18106;
       const server = await startServer('precise', port, children);
-      const campaign = randomUUID();
+      const campaign = await newCampaign();
       const result = await load(
         {
           url: `http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${campaign}&crv=crv-1&uid=u-1&p.slot=top`,
@@ -122,7 +124,7 @@ async function main() {
 
     // (d) batch API
     const server = await startServer('precise', 18104, children);
-    const batchCampaign = randomUUID();
+    const batchCampaign = await newCampaign();
     const body = JSON.stringify({
       events: Array.from({ length: BATCH }, (_, i) => ({
         type: i % 10 === 0 ? 'click' : 'impression',

@@ -1,11 +1,12 @@
 /**
  * Untrusted JSON, bounded before anything recurses over it. JSON.parse accepts nesting far
- * deeper than JSON.stringify, zod or a recursive walk can handle, and strings Postgres cannot
- * store (a NUL, or half of a surrogate pair, which jsonb and text both refuse). Everything here
+ * deeper than JSON.stringify, zod or a recursive walk can handle, strings Postgres cannot store
+ * (a NUL, or half of a surrogate pair, which jsonb and text both refuse), and numbers it cannot
+ * write back (1e400 parses as Infinity). Everything here
  * walks with an explicit stack, so no input can overflow the call stack.
  */
 export interface JsonProblem {
-  code: 'too_deep' | 'too_large' | 'invalid_characters';
+  code: 'too_deep' | 'too_large' | 'invalid_characters' | 'invalid_number';
   /** where, as a dotted path ("properties.a.0") */
   path: string;
   message: string;
@@ -41,6 +42,10 @@ export function inspectJson(value: unknown, bounds: JsonBounds): JsonProblem | n
     if (typeof current === 'string') {
       if (!isStorableText(current)) return invalidCharacters(path);
       continue;
+    }
+    // JSON.parse reads 1e400 as Infinity, which JSON cannot write back: it would be stored as null
+    if (typeof current === 'number' && !Number.isFinite(current)) {
+      return { code: 'invalid_number', path: path.join('.'), message: `${path.join('.') || 'a number'} is beyond what JSON can carry (a finite double)` };
     }
     if (current === null || typeof current !== 'object') continue;
     if (depth + 1 > bounds.maxDepth) {
