@@ -94,7 +94,8 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
   const findings: Finding[] = [];
   const logged: string[] = [];
   const consoleError = console.error;
-  let sentSignatures: string[] = [];
+  /** the last delivery a webhook accepted: sent again as it was, a replay */
+  let delivered: Attempt | undefined;
 
   beforeAll(async () => {
     h = await createIngestHarness();
@@ -196,8 +197,9 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
     return [...byClass].map(([key, finding]) => `${route}: ${key}\n    e.g. ${finding.request}`);
   }
 
-  async function fuzz<T>(route: string, arbitrary: fc.Arbitrary<T>, run: (input: T) => Promise<void>) {
-    await fc.assert(fc.asyncProperty(arbitrary, run), { numRuns: RUNS, seed: SEED, endOnFailure: true });
+  /** Runs the known hostile examples (regressions: each once a 5xx), then RUNS generated inputs. */
+  async function fuzz<T>(route: string, arbitrary: fc.Arbitrary<T>, examples: T[], run: (input: T) => Promise<void>) {
+    await fc.assert(fc.asyncProperty(arbitrary, run), { numRuns: RUNS, seed: SEED, endOnFailure: true, examples: examples.map((example): [T] => [example]) });
     expect(tried.get(route) ?? 0).toBeGreaterThanOrEqual(RUNS);
     expect(classes(route)).toEqual([]);
   }
@@ -213,13 +215,16 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
   const keyParam = (mode: AuthMode): Pairs =>
     ({ valid: [['key', h.publishableKey]], none: [], garbage: [['key', 'pk_garbage']], 'other kind': [['key', h.ingestKey]], 'as fuzzed': [] }) [mode] as Pairs;
 
+  const DEEP = `{"a":${'['.repeat(5000)}1${']'.repeat(5000)}}`;
   const sibling = () => `sib-${randomUUID()}`;
   const pixelQuery = fc.record({ pairs: fewPairs(PIXEL_NAMES, PLAUSIBLE), replace: fc.boolean(), raw: fc.boolean(), auth: authMode, headers: fuzzHeaders });
 
   // --- the routes -------------------------------------------------------------------------------
 
   it('GET /v1/px', async () => {
-    await fuzz('GET /v1/px', pixelQuery, async ({ pairs, replace, raw, auth, headers }) => {
+    const pixel = (pairs: Pairs) => ({ pairs, replace: false, raw: false, auth: 'valid' as const, headers: {} });
+    const examples = [pixel([['crv', '\u0000']]), pixel([['p.note', 'a\u0000b']]), pixel([['ts', '8640000000000001']]), pixel([['p.__proto__', 'x'], ['uid', 'constructor']])];
+    await fuzz('GET /v1/px', pixelQuery, examples, async ({ pairs, replace, raw, auth, headers }) => {
       const attempt: Attempt = { route: 'GET /v1/px', method: 'GET', path: `/v1/px?${encodeQuery(merge(keyParam(auth), pairs, replace), raw)}`, headers };
       await send(attempt);
       const id = sibling();
@@ -241,7 +246,9 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
 
   it('POST /v1/px (beacon)', async () => {
     const arbitrary = fc.record({ body: beaconBody, type: fc.constantFrom(...CONTENT_TYPES), auth: authMode, headers: fuzzHeaders, query: queryPairs(['key', 'anon'], ['1'], 2) });
-    await fuzz('POST /v1/px', arbitrary, async ({ body, type, auth, headers, query }) => {
+    const beacon = (item: string) => ({ body: { items: [item], at: 0, garbage: undefined }, type: 'text/plain', auth: 'valid' as const, headers: {}, query: [] });
+    const examples = [beacon('{"creative_id":"\\ud800"}'), beacon('{"user_key":"\\u0000"}'), beacon('{"occurred_at":8640000000000001}'), beacon(`{"properties":${DEEP}}`), beacon(DEEP)];
+    await fuzz('POST /v1/px', arbitrary, examples, async ({ body, type, auth, headers, query }) => {
       const id = sibling();
       const path = `/v1/px?${encodeQuery([...keyParam(auth), ...query], false)}`;
       const attempt: Attempt = {
@@ -262,7 +269,9 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
 
   it('POST /v1/events', async () => {
     const arbitrary = fc.record({ body: beaconBody, type: fc.constantFrom(...CONTENT_TYPES), auth: authMode, headers: fuzzHeaders });
-    await fuzz('POST /v1/events', arbitrary, async ({ body, type, auth, headers }) => {
+    const batch = (item: string) => ({ body: { items: [item], at: 1, garbage: undefined }, type: 'application/json', auth: 'valid' as const, headers: {} });
+    const examples = [batch('{"type":"impression","properties":{"k":"\\ud800"}}'), batch('{"type":"impression","click_id":"a\\u0000b"}'), batch('{"type":"impression","occurred_at":8640000000000001}'), batch(`{"type":"impression","properties":${DEEP}}`)];
+    await fuzz('POST /v1/events', arbitrary, examples, async ({ body, type, auth, headers }) => {
       const id = sibling();
       const valid = JSON.stringify({ event_id: id, type: 'impression' });
       const attempt: Attempt = {
@@ -294,7 +303,8 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
       headers: fuzzHeaders,
     });
     const secret = () => deriveSecret(SERVER_SECRET, 'click-signing', publishableKeyId);
-    await fuzz('GET /v1/click', arbitrary, async ({ url, cmp, crv, sig, pairs, raw, auth, headers }) => {
+    const click = (crv: string) => ({ url: 'https://shop.example.com/offer?clk={click_id}', cmp: null, crv, sig: 'valid' as const, pairs: [], raw: false, auth: 'valid' as const, headers: {} });
+    await fuzz('GET /v1/click', arbitrary, [click('\u0000'), click('x\u0000y')], async ({ url, cmp, crv, sig, pairs, raw, auth, headers }) => {
       const campaign = cmp === 'CAMPAIGN' ? campaignId : cmp;
       const signature = sig === 'valid' ? signClick(secret(), url, campaign, crv) : sig === 'garbage' ? 'ab'.repeat(32) : undefined;
       const base: Pairs = [...keyParam(auth), ['url', url], ...(campaign !== null ? [['cmp', campaign] as [string, string]] : []), ...(crv !== null ? [['crv', crv] as [string, string]] : []), ...(signature ? [['sig', signature] as [string, string]] : [])];
@@ -322,7 +332,9 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
       type: fc.constantFrom(...CONTENT_TYPES),
       headers: fuzzHeaders,
     });
-    await fuzz('GET|POST /v1/postback', arbitrary, async ({ method, token, pairs, replace, raw, body, type, headers }) => {
+    const postback = (pairs: Pairs, method: 'GET' | 'POST' = 'GET', body = '') => ({ method, token: 0 as const, pairs, replace: false, raw: false, body, type: 'application/json', headers: {} });
+    const examples = [postback([['status', 'constructor']]), postback([['status', '__proto__']]), postback([['tid', 'a\u0000b']]), postback([['note', '\u0000']]), postback([], 'POST', '{"txid":"\\ud800"}')];
+    await fuzz('GET|POST /v1/postback', arbitrary, examples, async ({ method, token, pairs, replace, raw, body, type, headers }) => {
       const path = typeof token === 'number' ? tokens[token]! : encodeURIComponent(token.replace(/[\ud800-\udfff]/g, '')) || 'x';
       const base: Pairs = [['click_id', `fz-${randomUUID()}`]];
       const attempt: Attempt = {
@@ -375,7 +387,16 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
       type: fc.constantFrom(...CONTENT_TYPES),
       headers: fuzzHeaders,
     });
-    await fuzz('POST /v1/webhooks', arbitrary, async ({ mapped, body, signature, integration, type, headers }) => {
+    const delivery = (mapped: boolean, item: string) => ({ mapped, body: { items: [item], at: 0, garbage: undefined }, signature: 'valid' as const, integration: undefined, type: 'application/json', headers: {} });
+    const examples = [
+      delivery(true, '{"kind":"imp","id":"fz-to-string","user":{"toString":1,"valueOf":1}}'),
+      delivery(true, '{"kind":"imp","id":"fz-line-nul","line":"a\\u0000b"}'),
+      delivery(true, `{"kind":"imp","id":"fz-deep","note":${DEEP}}`),
+      delivery(false, '{"type":"impression","creative_id":"\\ud800"}'),
+      delivery(false, '{"type":"impression","user_key":"\\u0000"}'),
+      delivery(false, `{"type":"impression","properties":${DEEP}}`),
+    ];
+    await fuzz('POST /v1/webhooks', arbitrary, examples, async ({ mapped, body, signature, integration, type, headers }) => {
       const id = integration === undefined ? (mapped ? integrations.mapped : integrations.canonical) : encodeURIComponent(integration.replace(/[\ud800-\udfff]/g, '')) || 'x';
       const secret = webhookSecret(SERVER_SECRET, id);
       const sib = sibling();
@@ -385,21 +406,24 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
       const now = Math.floor(Date.now() / 1000);
       const header = {
         valid: signWebhook(secret, now, typeof text === 'string' ? text : Buffer.from(text).toString()),
-        replayed: sentSignatures.at(-1) ?? 't=1,v1=00',
+        replayed: delivered?.headers['x-precise-signature'] ?? 't=1,v1=00',
         stale: signWebhook(secret, now - 3600, typeof text === 'string' ? text : ''),
         fuzzed: headers['x-precise-signature'] ?? 't=,v1=',
         none: undefined,
       }[signature];
-      const attempt: Attempt = {
-        route: 'POST /v1/webhooks',
-        method: 'POST',
-        path: `/v1/webhooks/${id}`,
-        headers: { ...headers, 'content-type': type, ...(header === undefined ? {} : { 'x-precise-signature': header }) },
-        body: text,
-      };
+      const attempt: Attempt =
+        signature === 'replayed' && delivered
+          ? delivered
+          : {
+              route: 'POST /v1/webhooks',
+              method: 'POST',
+              path: `/v1/webhooks/${id}`,
+              headers: { ...headers, 'content-type': type, ...(header === undefined ? {} : { 'x-precise-signature': header }) },
+              body: text,
+            };
       if (header === undefined) delete attempt.headers['x-precise-signature'];
       const answer = await send(attempt);
-      if (signature === 'valid' && answer.status < 300) sentSignatures = [header!];
+      if (signature === 'valid' && answer.status < 300) delivered = attempt;
       if (body.garbage !== undefined || signature !== 'valid' || integration !== undefined) {
         const alone = envelope(`[${valid}]`);
         const target = mapped ? integrations.mapped : integrations.canonical;
@@ -416,7 +440,9 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
       campaignId, h.orgId, 'crv-1'];
     const arbitrary = fc.record({ pairs: fewPairs(METRICS_NAMES, plausible), replace: fc.boolean(), raw: fc.boolean(), auth: authMode, headers: fuzzHeaders });
     const base: Pairs = [['metric', 'impressions,ctr'], ['from', '2026-11-20'], ['to', '2026-11-27'], ['granularity', 'day']];
-    await fuzz('GET /v1/metrics', arbitrary, async ({ pairs, replace, raw, auth, headers }) => {
+    const query = (pairs: Pairs) => ({ pairs, replace: true, raw: false, auth: 'valid' as const, headers: {} });
+    const examples = [query([['metric', '__proto__']]), query([['metric', 'constructor']]), query([['from', '9999-99-99']]), query([['from', '0001-01-01']]), query([['entity_id', '\u0000']]), query([['tz', '+05:30']]), query([['entity_type', 'foo']])];
+    await fuzz('GET /v1/metrics', arbitrary, examples, async ({ pairs, replace, raw, auth, headers }) => {
       const query = merge(base, pairs, replace);
       const attempt: Attempt = { route: 'GET /v1/metrics', method: 'GET', path: `/v1/metrics?${encodeQuery(query, raw)}`, headers: withBearer(headers, auth, readKey) };
       await send(attempt);
@@ -427,7 +453,7 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, () => {
 
   it('GET /healthz', async () => {
     const arbitrary = fc.record({ pairs: queryPairs(['verbose', 'key'], ['1']), raw: fc.boolean(), headers: fuzzHeaders });
-    await fuzz('GET /healthz', arbitrary, async ({ pairs, raw, headers }) => {
+    await fuzz('GET /healthz', arbitrary, [{ pairs: [['__proto__', '\u0000']], raw: true, headers: {} }], async ({ pairs, raw, headers }) => {
       const attempt: Attempt = { route: 'GET /healthz', method: 'GET', path: `/healthz?${encodeQuery(pairs, raw)}`, headers };
       const answer = await send(attempt);
       if (answer.status !== 200) record(attempt, 'sibling lost', answer.status, `health answered ${answer.status} with the database up`);
