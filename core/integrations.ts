@@ -1,5 +1,6 @@
 import type { Queryable } from './db/port.ts';
 import type { EventContext } from './events/canonical.ts';
+import { isStorableText } from './events/json-bounds.ts';
 import { PreciseError } from './errors.ts';
 import type { IngestBatch } from './ingest/batch.ts';
 import { parseIngestResult, type IngestResult } from './ingest/writer.ts';
@@ -125,7 +126,9 @@ export async function prepareWebhookItems(
     input.event_id ??= webhookEventId(integration.id, item.input as Record<string, unknown>, item.externalCampaignId);
     let context: Partial<EventContext> | undefined;
     if (item.externalCampaignId) {
-      const campaignId = await campaignByExternalId(integration.org_id, item.externalCampaignId);
+      // text Postgres cannot take is never looked up: validation refuses the item by its field
+      const lookable = isStorableText(item.externalCampaignId) && item.externalCampaignId.length <= 256;
+      const campaignId = lookable ? await campaignByExternalId(integration.org_id, item.externalCampaignId) : null;
       if (campaignId) input.campaign_id = campaignId;
       else context = { unmatched_campaign: item.externalCampaignId };
       input.properties = { ...(input.properties as object | undefined), external_campaign_id: item.externalCampaignId };

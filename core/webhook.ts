@@ -2,6 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { PreciseError } from './errors.ts';
 import { deriveSecret, hexEqual } from './secrets.ts';
+import { boundedJson } from './events/json-bounds.ts';
 
 /**
  * Signed DSP webhooks: `x-precise-signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, within
@@ -134,12 +135,17 @@ function transform(value: unknown, name: (typeof TRANSFORMS)[number] | undefined
     case 'number':
       return Number.isFinite(number) ? number : value;
     case 'string':
-      return String(value);
+      return textOf(value) ?? boundedJson(value);
     case 'lowercase':
-      return String(value).toLowerCase();
+      return textOf(value)?.toLowerCase() ?? value;
     case 'uppercase':
-      return String(value).toUpperCase();
+      return textOf(value)?.toUpperCase() ?? value;
   }
+}
+
+/** A scalar as text; objects have none (String() would call whatever toString a payload names). */
+function textOf(value: unknown): string | undefined {
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
 }
 
 export interface MappedItem {
@@ -194,10 +200,11 @@ export function mapPayload(body: unknown, mapping: WebhookMapping, options: { ro
         value = select(item, segments)[0];
         if (isContext) contextPaths.push(segments);
       }
-      if (spec.map && value !== undefined && value !== null && Object.hasOwn(spec.map, String(value))) value = spec.map[String(value)];
+      const key = textOf(value);
+      if (spec.map && key !== undefined && Object.hasOwn(spec.map, key)) value = spec.map[key];
       value = transform(value, spec.transform);
       if (value === undefined || value === null) continue;
-      if (spec.lookup === 'external_campaign_id') externalCampaignId = String(value);
+      if (spec.lookup === 'external_campaign_id') externalCampaignId = textOf(value) ?? boundedJson(value);
       else if (target.startsWith('properties.')) setOwn(properties, target.slice('properties.'.length), value);
       else if (isContext) setOwn(context, target.slice('context.'.length), value);
       else setOwn(input, target, value);

@@ -101,3 +101,31 @@ export function boundedJson(value: unknown, maxDepth = 16): string {
     return '"(not representable as JSON)"';
   }
 }
+
+/** Depth of the stub that stands for a cut subtree: deeper than any event may nest, so still refused. */
+const CUT_STUB_DEPTH = 16;
+
+/**
+ * A copy of a parsed value in which every container at depth maxDepth is replaced by a stub
+ * nested CUT_STUB_DEPTH levels: what is left is bounded (safe to walk), and an event holding a
+ * cut is still refused as too deep, by its own path, while its siblings are read as sent.
+ */
+export function cutDeeperThan(value: unknown, maxDepth: number): unknown {
+  const stub = () => JSON.parse('['.repeat(CUT_STUB_DEPTH) + ']'.repeat(CUT_STUB_DEPTH)) as unknown;
+  const copy = (current: unknown): unknown =>
+    current === null || typeof current !== 'object' ? current : Array.isArray(current) ? [...current] : { ...current };
+  const root = copy(value);
+  const stack: Array<[Record<string, unknown> | unknown[], number]> = [];
+  if (root !== null && typeof root === 'object') stack.push([root as Record<string, unknown>, 1]);
+  while (stack.length > 0) {
+    const [container, depth] = stack.pop()!;
+    for (const key of Object.keys(container)) {
+      const child = (container as Record<string, unknown>)[key];
+      if (child === null || typeof child !== 'object') continue;
+      const next = depth + 1 > maxDepth ? stub() : copy(child);
+      (container as Record<string, unknown>)[key] = next;
+      if (depth + 1 <= maxDepth) stack.push([next as Record<string, unknown>, depth + 1]);
+    }
+  }
+  return root;
+}

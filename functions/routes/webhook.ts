@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PreciseError } from '../../core/errors.ts';
-import { boundedJson, jsonDepth } from '../../core/events/json-bounds.ts';
+import { boundedJson, jsonDepth, cutDeeperThan } from '../../core/events/json-bounds.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
 import { prepareWebhookItems, webhookItems, type IntegrationRecord } from '../../core/integrations.ts';
@@ -113,8 +113,7 @@ function parseBody(bytes: Uint8Array): unknown {
   } catch {
     throw new PreciseError('bad_request', 'the body is not valid UTF-8 JSON', { field: 'body' });
   }
-  if (jsonDepth(payload) > WEBHOOK_BODY_DEPTH) {
-    throw new PreciseError('bad_request', `the body is nested more than ${WEBHOOK_BODY_DEPTH} levels`, { field: 'body', reason: 'too_deep' });
-  }
-  return payload;
+  // Nesting past the bound is cut to a stub before any mapping recurses over it: an item holding
+  // a cut is refused as too deep by its own path, and its siblings land.
+  return jsonDepth(payload) > WEBHOOK_BODY_DEPTH ? cutDeeperThan(payload, WEBHOOK_BODY_DEPTH) : payload;
 }

@@ -192,10 +192,14 @@ describe(`GET /v1/metrics (${BACKEND})`, () => {
     await grant(generous.id, null);
     await send([{ type: 'impression', occurred_at: '2026-04-02T10:00:00Z', asset_ids: Object.values(assets) }]);
     const april = { metric: 'impressions', entity_type: 'data_asset', granularity: 'month', from: '2026-04-01', to: '2026-05-01' };
-    for (const name of ['own', 'granted', 'revoked', 'blanket'] as const) {
+    for (const name of ['own', 'granted', 'blanket'] as const) {
       const { status, body } = await get({ ...april, entity_id: assets[name] });
       expect({ name, status, data: body.data }).toEqual({ name, status: 200, data: [{ bucket: '2026-04-01T00:00:00+00:00', metric: 'impressions', value: 1 }] });
     }
+    // a revoked licence: its history stays readable, but a use after the revocation is not counted under it
+    const revoked = await get({ ...april, entity_id: assets.revoked });
+    expect(revoked.status).toBe(200);
+    expect(revoked.body.data.map((point: { value: number | null }) => point.value ?? 0)).toEqual([0]);
     const foreign = await get({ ...april, entity_id: assets.foreign });
     expect(foreign.status).toBe(404);
     expect(foreign.body.error.details.field).toBe('entity_id');
