@@ -31,20 +31,74 @@ export async function ensureEventPartitions(db: Queryable, input: PartitionUpkee
   return { created: rows[0]!.created, carved: strays.rows[0]!.carved, daysBack, daysAhead };
 }
 
+/** How long a partition drop may wait for its lock on events: an insert waits at most this, once. */
+export const RETENTION_LOCK_TIMEOUT_MS = 2000;
+/** How long a partition drop waits for a running rollup to finish (this wait holds up no insert). */
+export const RETENTION_ROLLUP_WAIT_MS = 60_000;
+
+export interface RetentionOptions {
+  lockTimeoutMs?: number;
+  rollupWaitMs?: number;
+}
+
+/** A partition retention left for its next run, and why. */
+export interface DeferredPartition {
+  partition: string;
+  /** postponed: events not in the metrics yet; locked: no lock on events in time; busy: a
+   * rollup kept running; not_tried: after a locked or busy one, this run tries no more */
+  reason: 'postponed' | 'locked' | 'busy' | 'not_tried';
+}
+
+export interface RetentionResult {
+  cutoff: string;
+  dropped: string[];
+  deferred: DeferredPartition[];
+  ledger_rows_pruned: number;
+  rollup: object;
+}
+
 /**
  * Drops the raw-event partitions of days before `retentionDays` ago, once their events are in
- * the metrics (it runs a rollup step first, and postpones the drop while older events are still
- * pending); metrics stay.
+ * the metrics (a rollup step first; a partition with pending events waits), each in its own
+ * short transaction that waits at most `lockTimeoutMs` for its lock on events: ingestion never
+ * queues behind retention for longer. A partition it cannot lock stays for the next run, and
+ * so do the rest (they need the same lock). Metrics stay; the dedup ledger is pruned, but
+ * never within the age of events still accepted.
  */
-export async function applyRetention(db: Queryable, retentionDays: number) {
+export async function applyRetention(db: Queryable, retentionDays: number, options: RetentionOptions = {}): Promise<RetentionResult> {
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
     throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
   }
-  const { rows } = await db.query<{ result: { dropped: string[]; ledger_rows_pruned?: number; postponed: boolean; reason?: string } }>(
-    `select private.apply_event_retention((now() at time zone 'UTC')::date - $1::int) as result`,
+  const lockTimeoutMs = options.lockTimeoutMs ?? RETENTION_LOCK_TIMEOUT_MS;
+  const rollupWaitMs = options.rollupWaitMs ?? RETENTION_ROLLUP_WAIT_MS;
+  const { rows: cutoffRows } = await db.query<{ cutoff: string }>(
+    `select ((now() at time zone 'UTC')::date - $1::int)::text as cutoff`,
     [retentionDays],
   );
-  return rows[0]!.result;
+  const cutoff = cutoffRows[0]!.cutoff;
+  const rollup = (await db.query<{ result: object }>('select private.rollup_metrics() as result')).rows[0]!.result;
+  const { rows: due } = await db.query<{ name: string }>('select private.event_partitions_before($1::date) as name', [cutoff]);
+
+  const dropped: string[] = [];
+  const deferred: DeferredPartition[] = [];
+  let stopped = false;
+  for (const { name } of due) {
+    if (stopped) {
+      deferred.push({ partition: name, reason: 'not_tried' });
+      continue;
+    }
+    // one statement, so one transaction of its own (never run this inside a transaction)
+    const { rows } = await db.query<{ result: { status: 'dropped' | 'absent' | DeferredPartition['reason'] } }>(
+      'select private.drop_event_partition($1, $2::date, $3, $4) as result',
+      [name, cutoff, lockTimeoutMs, rollupWaitMs],
+    );
+    const status = rows[0]!.result.status;
+    if (status === 'dropped') dropped.push(name);
+    else if (status !== 'absent') deferred.push({ partition: name, reason: status });
+    stopped = status === 'locked' || status === 'busy';
+  }
+  const pruned = await db.query<{ pruned: string }>('select private.prune_event_id_ledger($1::date) as pruned', [cutoff]);
+  return { cutoff, dropped, deferred, ledger_rows_pruned: Number(pruned.rows[0]!.pruned), rollup };
 }
 
 export const partitionUpkeepJob: JobDefinition<PartitionUpkeepInput> = {
