@@ -80,7 +80,7 @@ describe(`partitions and retention (${BACKEND})`, () => {
     await runRollup(test.db);
     expect(await total()).toBe(before);
     const stored = await test.db.query('select 1 from events where org_id = $1 and event_id = $2', [orgId, 'ret-40']);
-    expect(stored.rowCount).toBe(0);
+    expect(stored.rows).toHaveLength(0);
   });
 
   it('prunes the ledger only past the age of events still accepted, whatever the retention', async () => {
@@ -152,7 +152,7 @@ describe(`partitions and retention (${BACKEND})`, () => {
     const left = await test.db.query<{ n: number }>('select count(*)::int as n from events_default');
     expect(left.rows[0]!.n).toBe(0);
     const stray = await test.db.query('select 1 from events where event_id = $1', ['ret-stray']);
-    expect(stray.rowCount).toBe(0);
+    expect(stray.rows).toHaveLength(0);
   });
 
   it('runs from the scheduled job with the configured retention, and refuses a future cutoff', async () => {
