@@ -27,9 +27,11 @@ describe(`owners (${BACKEND})`, () => {
   beforeEach(async () => {
     serial += 1;
     orgId = (await test.db.query<{ id: string }>(`insert into organizations (name) values ($1) returning id`, [`Owners ${serial}`])).rows[0]!.id;
-    [owner, coOwner, admin, viewer] = await Promise.all(
-      ['owner', 'co-owner', 'admin', 'viewer'].map((name) => createAuthUser(test.db, `${name}-${serial}@owners.test`)),
-    );
+    const user = (name: string) => createAuthUser(test.db, `${name}-${serial}@owners.test`);
+    owner = await user('owner');
+    coOwner = await user('co-owner');
+    admin = await user('admin');
+    viewer = await user('viewer');
     await test.db.query(
       `insert into org_members (org_id, user_id, role) values ($1, $2, 'owner'), ($1, $3, 'owner'), ($1, $4, 'admin'), ($1, $5, 'viewer')`,
       [orgId, owner, coOwner, admin, viewer],
