@@ -102,12 +102,7 @@ begin
     v_waiting_for := 'events';
     perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
     perform pg_advisory_xact_lock(hashtext('precise.events.partitions'));
-    if not exists (
-      select 1 from pg_catalog.pg_inherits i
-      join pg_catalog.pg_class c on c.oid = i.inhrelid
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      where i.inhparent = 'public.events'::regclass and n.nspname = 'public' and c.relname = p_partition
-    ) then
+    if p_partition not in (select private.event_partitions_before(p_cutoff)) then
       return jsonb_build_object('partition', p_partition, 'status', 'absent');
     end if;
     -- Locked before the check, so no event can land in it between the check and the drop.

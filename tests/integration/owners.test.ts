@@ -99,51 +99,58 @@ describe(`owners (${BACKEND})`, () => {
     expect(left.rows).toHaveLength(0);
   });
 
-  it.runIf(BACKEND === 'postgres')('two owners demoting each other at once: one succeeds, an owner remains', async () => {
-    let commitFirst!: () => void;
-    const firstMayCommit = new Promise<void>((resolve) => (commitFirst = resolve));
-    let firstDone!: () => void;
-    const firstUpdated = new Promise<void>((resolve) => (firstDone = resolve));
-    const first = asOwnerCommitting(test.db, owner, async (tx) => {
-      await tx.query(`update org_members set role = 'admin' where org_id = $1 and user_id = $2`, [orgId, coOwner]);
-      firstDone();
-      await firstMayCommit;
-    });
-    await firstUpdated;
-    const second = asOwnerCommitting(test.db, coOwner, async (tx) => {
-      await tx.query(`update org_members set role = 'admin' where org_id = $1 and user_id = $2`, [orgId, owner]);
-    });
-    // the second waits for the first's lock on the owner row (without it, both would pass)
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    commitFirst();
-    await first;
+  const demote = (userId: string) => (tx: TransactionHandle) =>
+    tx.query(`update org_members set role = 'admin' where org_id = $1 and user_id = $2`, [orgId, userId]);
+
+  it.runIf(BACKEND === 'postgres')('two owners demoting each other at once: the second fails, an owner remains', async () => {
+    const second = await secondWhileFirstOpen(
+      (fn) => asUserCommitting(test.db, owner, fn),
+      demote(coOwner),
+      (fn) => asUserCommitting(test.db, coOwner, fn),
+      demote(owner),
+    );
     // it waited for the first's lock on the owner row, then found no other owner left
-    expect(await sqlState(() => second)).toBe('23514');
+    expect(second).toBe('23514');
     expect(await owners()).toBe(1);
     expect(await roleOf(owner)).toBe('owner');
   });
 
-  it.runIf(BACKEND === 'postgres')('two sessions demoting the two owners at once (the backend): one fails, an owner remains', async () => {
-    let commitFirst!: () => void;
-    const firstMayCommit = new Promise<void>((resolve) => (commitFirst = resolve));
-    let firstDone!: () => void;
-    const firstUpdated = new Promise<void>((resolve) => (firstDone = resolve));
-    const first = test.db.transaction(async (tx) => {
-      await tx.query(`update org_members set role = 'admin' where org_id = $1 and user_id = $2`, [orgId, coOwner]);
-      firstDone();
-      await firstMayCommit;
-    });
-    await firstUpdated;
-    const second = test.db.transaction(async (tx) => {
-      await tx.query(`update org_members set role = 'admin' where org_id = $1 and user_id = $2`, [orgId, owner]);
-    });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    commitFirst();
-    await first;
-    expect(await sqlState(() => second)).toBe('23514');
+  it.runIf(BACKEND === 'postgres')('two backend sessions demoting the two owners at once: the second fails', async () => {
+    const backend = (fn: (tx: TransactionHandle) => Promise<void>) => test.db.transaction(fn);
+    expect(await secondWhileFirstOpen(backend, demote(coOwner), backend, demote(owner))).toBe('23514');
     expect(await owners()).toBe(1);
   });
 });
+
+type Transaction = (fn: (tx: TransactionHandle) => Promise<void>) => Promise<void>;
+
+/**
+ * Runs `firstWork` in a transaction left open while `secondWork` starts in another, then
+ * commits the first; returns the second's SQLSTATE (undefined when it succeeded).
+ */
+async function secondWhileFirstOpen(
+  first: Transaction,
+  firstWork: (tx: TransactionHandle) => Promise<unknown>,
+  second: Transaction,
+  secondWork: (tx: TransactionHandle) => Promise<unknown>,
+): Promise<string | undefined> {
+  let commitFirst!: () => void;
+  const firstMayCommit = new Promise<void>((resolve) => (commitFirst = resolve));
+  let firstDone!: () => void;
+  const firstWorked = new Promise<void>((resolve) => (firstDone = resolve));
+  const firstRun = first(async (tx) => {
+    await firstWork(tx);
+    firstDone();
+    await firstMayCommit;
+  });
+  await firstWorked;
+  const secondRun = second(async (tx) => void (await secondWork(tx)));
+  // time for the second to reach its lock wait (without the trigger's lock both would pass)
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  commitFirst();
+  await firstRun;
+  return sqlState(() => secondRun);
+}
 
 /** The backend through PostgREST: role service_role with its claims, rolled back. */
 async function asServiceRole(db: Database, fn: (tx: TransactionHandle) => Promise<void>): Promise<void> {
@@ -161,7 +168,7 @@ async function asServiceRole(db: Database, fn: (tx: TransactionHandle) => Promis
 }
 
 /** A signed-in user's transaction that commits (asUser rolls back). */
-function asOwnerCommitting(db: Database, userId: string, fn: (tx: TransactionHandle) => Promise<void>): Promise<void> {
+function asUserCommitting(db: Database, userId: string, fn: (tx: TransactionHandle) => Promise<void>): Promise<void> {
   return db.transaction(async (tx) => {
     await tx.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: userId, role: 'authenticated' })]);
     await tx.query('set local role authenticated');
