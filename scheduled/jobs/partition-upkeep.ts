@@ -2,12 +2,17 @@ import type { Queryable } from '../../core/db/port.ts';
 import { PreciseError } from '../../core/errors.ts';
 import type { JobDefinition } from '../job.ts';
 
+/** How long upkeep and retention may wait for a lock on events: an insert waits at most this, once. */
+export const PARTITION_LOCK_TIMEOUT_MS = 2000;
+/** How long a partition drop waits for a running rollup to finish (this wait holds up no insert). */
+export const RETENTION_ROLLUP_WAIT_MS = 60_000;
 
 /**
  * Keeps a partition of events ready for every UTC day from yesterday to `daysAhead` ahead,
  * and carves out of events_default every day that landed there before its partition existed
- * (so retention drops it by whole partition like any other day).
- * The work is the SQL function private.ensure_event_partitions, so psql or a Worker cron can
+ * (so retention drops it by whole partition like any other day), in one transaction that waits
+ * at most PARTITION_LOCK_TIMEOUT_MS for its lock on events (inserts queue behind that wait).
+ * The work is the SQL function private.upkeep_event_partitions, so psql or a Worker cron can
  * run the same thing.
  */
 export interface PartitionUpkeepInput {
@@ -17,24 +22,20 @@ export interface PartitionUpkeepInput {
   retentionDays?: number;
 }
 
-export async function ensureEventPartitions(db: Queryable, input: PartitionUpkeepInput = {}) {
+export async function ensureEventPartitions(db: Queryable, input: PartitionUpkeepInput = {}, lockTimeoutMs = PARTITION_LOCK_TIMEOUT_MS) {
   const daysBack = input.daysBack ?? 1;
   const daysAhead = input.daysAhead ?? 14;
-  const { rows } = await db.query<{ created: number }>(
-    `select private.ensure_event_partitions(
+  // one transaction that waits at most lockTimeoutMs for its lock on events (locked: the next
+  // run makes them); stray days that landed in events_default get their own partition too
+  const { rows } = await db.query<{ result: { created: number; carved: number; locked: boolean } }>(
+    `select private.upkeep_event_partitions(
        (now() at time zone 'UTC')::date - $1::int,
-       (now() at time zone 'UTC')::date + $2::int) as created`,
-    [daysBack, daysAhead],
+       (now() at time zone 'UTC')::date + $2::int, $3) as result`,
+    [daysBack, daysAhead, lockTimeoutMs],
   );
-  // stray days (far past or future) that landed in events_default get their own partition too
-  const strays = await db.query<{ carved: number }>('select private.carve_default_event_days() as carved');
-  return { created: rows[0]!.created, carved: strays.rows[0]!.carved, daysBack, daysAhead };
+  return { ...rows[0]!.result, daysBack, daysAhead };
 }
 
-/** How long a partition drop may wait for its lock on events: an insert waits at most this, once. */
-export const RETENTION_LOCK_TIMEOUT_MS = 2000;
-/** How long a partition drop waits for a running rollup to finish (this wait holds up no insert). */
-export const RETENTION_ROLLUP_WAIT_MS = 60_000;
 
 export interface RetentionOptions {
   lockTimeoutMs?: number;
@@ -69,7 +70,7 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
     throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
   }
-  const lockTimeoutMs = options.lockTimeoutMs ?? RETENTION_LOCK_TIMEOUT_MS;
+  const lockTimeoutMs = options.lockTimeoutMs ?? PARTITION_LOCK_TIMEOUT_MS;
   const rollupWaitMs = options.rollupWaitMs ?? RETENTION_ROLLUP_WAIT_MS;
   const { rows: cutoffRows } = await db.query<{ cutoff: string }>(
     `select ((now() at time zone 'UTC')::date - $1::int)::text as cutoff`,

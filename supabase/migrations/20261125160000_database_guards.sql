@@ -13,6 +13,7 @@
 -- long transaction (a rollup, an open ingest batch, a report), every new insert queues behind
 -- it. So the old single-transaction functions go, and the job (scheduled/jobs/partition-upkeep.ts)
 -- runs these steps, each its own transaction:
+--   select private.upkeep_event_partitions(from, to);            -- create ahead, carve strays
 --   select private.rollup_metrics();                             -- fold pending events in
 --   select private.event_partitions_before(cutoff);              -- the days to drop
 --   select private.drop_event_partition(name, cutoff);           -- one per day, ~2 s lock wait
@@ -130,6 +131,31 @@ begin
 end
 $$;
 
+-- Partition upkeep under the same bound: creating or carving out a partition locks events and
+-- events_default as a detach does. A run that cannot get the lock in time creates nothing and
+-- says so ("locked"); the next run catches up (partitions are made 14 days ahead, and an event
+-- of a day without one waits in events_default until its day is carved out).
+create function private.upkeep_event_partitions(p_from date, p_to date, p_lock_timeout_ms integer default 2000)
+returns jsonb
+language plpgsql
+set search_path = ''
+set lock_timeout = '2s'
+as $$
+declare
+  v_created integer;
+begin
+  if coalesce(p_lock_timeout_ms, 0) < 1 then
+    raise exception 'upkeep_event_partitions: the lock timeout must be positive milliseconds'
+      using errcode = 'invalid_parameter_value';
+  end if;
+  perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+  v_created := private.ensure_event_partitions(p_from, p_to);
+  return jsonb_build_object('created', v_created, 'carved', private.carve_default_event_days(), 'locked', false);
+exception when lock_not_available then
+  return jsonb_build_object('created', 0, 'carved', 0, 'locked', true);
+end
+$$;
+
 -- Prunes the ledger of sender-chosen event ids. An entry stays while an event with its
 -- occurred_at could still be accepted (event_max_age, plus a day for clocks): dropping it
 -- earlier would let a resend of an event whose partition retention dropped be stored and
@@ -154,9 +180,11 @@ end
 $$;
 
 revoke all on function private.event_max_age(), private.event_partitions_before(date),
-  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date) from public;
+  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date),
+  private.upkeep_event_partitions(date, date, integer) from public;
 grant execute on function private.event_max_age(), private.event_partitions_before(date),
-  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date) to service_role;
+  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date),
+  private.upkeep_event_partitions(date, date, integer) to service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- 3. Owners
