@@ -36,7 +36,6 @@ export async function ensureEventPartitions(db: Queryable, input: PartitionUpkee
   return { ...rows[0]!.result, daysBack, daysAhead };
 }
 
-
 export interface RetentionOptions {
   lockTimeoutMs?: number;
   rollupWaitMs?: number;
@@ -70,8 +69,6 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
     throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
   }
-  const lockTimeoutMs = options.lockTimeoutMs ?? PARTITION_LOCK_TIMEOUT_MS;
-  const rollupWaitMs = options.rollupWaitMs ?? RETENTION_ROLLUP_WAIT_MS;
   const { rows: cutoffRows } = await db.query<{ cutoff: string }>(
     `select ((now() at time zone 'UTC')::date - $1::int)::text as cutoff`,
     [retentionDays],
@@ -79,16 +76,23 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
   const cutoff = cutoffRows[0]!.cutoff;
   const rollup = (await db.query<{ result: object }>('select private.rollup_metrics() as result')).rows[0]!.result;
   const { rows: due } = await db.query<{ name: string }>('select private.event_partitions_before($1::date) as name', [cutoff]);
+  const { dropped, deferred } = await dropPartitions(db, due.map((row) => row.name), cutoff, options);
+  const pruned = await db.query<{ pruned: string }>('select private.prune_event_id_ledger($1::date) as pruned', [cutoff]);
+  return { cutoff, dropped, deferred, ledger_rows_pruned: Number(pruned.rows[0]!.pruned), rollup };
+}
 
+/** Drops the partitions one per statement (so one transaction each: never call this inside one). */
+async function dropPartitions(db: Queryable, names: string[], cutoff: string, options: RetentionOptions) {
+  const lockTimeoutMs = options.lockTimeoutMs ?? PARTITION_LOCK_TIMEOUT_MS;
+  const rollupWaitMs = options.rollupWaitMs ?? RETENTION_ROLLUP_WAIT_MS;
   const dropped: string[] = [];
   const deferred: DeferredPartition[] = [];
   let stopped = false;
-  for (const { name } of due) {
+  for (const name of names) {
     if (stopped) {
       deferred.push({ partition: name, reason: 'not_tried' });
       continue;
     }
-    // one statement, so one transaction of its own (never run this inside a transaction)
     const { rows } = await db.query<{ result: { status: 'dropped' | 'absent' | DeferredPartition['reason'] } }>(
       'select private.drop_event_partition($1, $2::date, $3, $4) as result',
       [name, cutoff, lockTimeoutMs, rollupWaitMs],
@@ -98,8 +102,7 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
     else if (status !== 'absent') deferred.push({ partition: name, reason: status });
     stopped = status === 'locked' || status === 'busy';
   }
-  const pruned = await db.query<{ pruned: string }>('select private.prune_event_id_ledger($1::date) as pruned', [cutoff]);
-  return { cutoff, dropped, deferred, ledger_rows_pruned: Number(pruned.rows[0]!.pruned), rollup };
+  return { dropped, deferred };
 }
 
 export const partitionUpkeepJob: JobDefinition<PartitionUpkeepInput> = {
