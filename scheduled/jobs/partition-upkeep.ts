@@ -2,12 +2,17 @@ import type { Queryable } from '../../core/db/port.ts';
 import { PreciseError } from '../../core/errors.ts';
 import type { JobDefinition } from '../job.ts';
 
+/** How long upkeep and retention may wait for a lock on events: an insert waits at most this, once. */
+export const PARTITION_LOCK_TIMEOUT_MS = 2000;
+/** How long a partition drop waits for a running rollup to finish (this wait holds up no insert). */
+export const RETENTION_ROLLUP_WAIT_MS = 60_000;
 
 /**
  * Keeps a partition of events ready for every UTC day from yesterday to `daysAhead` ahead,
  * and carves out of events_default every day that landed there before its partition existed
- * (so retention drops it by whole partition like any other day).
- * The work is the SQL function private.ensure_event_partitions, so psql or a Worker cron can
+ * (so retention drops it by whole partition like any other day), in one transaction that waits
+ * at most PARTITION_LOCK_TIMEOUT_MS for its lock on events (inserts queue behind that wait).
+ * The work is the SQL function private.upkeep_event_partitions, so psql or a Worker cron can
  * run the same thing.
  */
 export interface PartitionUpkeepInput {
@@ -17,34 +22,87 @@ export interface PartitionUpkeepInput {
   retentionDays?: number;
 }
 
-export async function ensureEventPartitions(db: Queryable, input: PartitionUpkeepInput = {}) {
+export async function ensureEventPartitions(db: Queryable, input: PartitionUpkeepInput = {}, lockTimeoutMs = PARTITION_LOCK_TIMEOUT_MS) {
   const daysBack = input.daysBack ?? 1;
   const daysAhead = input.daysAhead ?? 14;
-  const { rows } = await db.query<{ created: number }>(
-    `select private.ensure_event_partitions(
+  // one transaction that waits at most lockTimeoutMs for its lock on events (locked: the next
+  // run makes them); stray days that landed in events_default get their own partition too
+  const { rows } = await db.query<{ result: { created: number; carved: number; locked: boolean } }>(
+    `select private.upkeep_event_partitions(
        (now() at time zone 'UTC')::date - $1::int,
-       (now() at time zone 'UTC')::date + $2::int) as created`,
-    [daysBack, daysAhead],
+       (now() at time zone 'UTC')::date + $2::int, $3) as result`,
+    [daysBack, daysAhead, lockTimeoutMs],
   );
-  // stray days (far past or future) that landed in events_default get their own partition too
-  const strays = await db.query<{ carved: number }>('select private.carve_default_event_days() as carved');
-  return { created: rows[0]!.created, carved: strays.rows[0]!.carved, daysBack, daysAhead };
+  return { ...rows[0]!.result, daysBack, daysAhead };
+}
+
+export interface RetentionOptions {
+  lockTimeoutMs?: number;
+  rollupWaitMs?: number;
+}
+
+/** A partition retention left for its next run, and why. */
+export interface DeferredPartition {
+  partition: string;
+  /** postponed: events not in the metrics yet; locked: no lock on events in time; busy: a
+   * rollup kept running; not_tried: after a locked or busy one, this run tries no more */
+  reason: 'postponed' | 'locked' | 'busy' | 'not_tried';
+}
+
+export interface RetentionResult {
+  cutoff: string;
+  dropped: string[];
+  deferred: DeferredPartition[];
+  ledger_rows_pruned: number;
+  rollup: object;
 }
 
 /**
  * Drops the raw-event partitions of days before `retentionDays` ago, once their events are in
- * the metrics (it runs a rollup step first, and postpones the drop while older events are still
- * pending); metrics stay.
+ * the metrics (a rollup step first; a partition with pending events waits), each in its own
+ * short transaction that waits at most `lockTimeoutMs` for its lock on events: ingestion never
+ * queues behind retention for longer. A partition it cannot lock stays for the next run, and
+ * so do the rest (they need the same lock). Metrics stay; the dedup ledger is pruned, but
+ * never within the age of events still accepted.
  */
-export async function applyRetention(db: Queryable, retentionDays: number) {
+export async function applyRetention(db: Queryable, retentionDays: number, options: RetentionOptions = {}): Promise<RetentionResult> {
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
     throw new PreciseError('invalid_argument', 'retention must be a whole number of days, at least 1', { field: 'retentionDays' });
   }
-  const { rows } = await db.query<{ result: { dropped: string[]; ledger_rows_pruned?: number; postponed: boolean; reason?: string } }>(
-    `select private.apply_event_retention((now() at time zone 'UTC')::date - $1::int) as result`,
+  const { rows: cutoffRows } = await db.query<{ cutoff: string }>(
+    `select ((now() at time zone 'UTC')::date - $1::int)::text as cutoff`,
     [retentionDays],
   );
-  return rows[0]!.result;
+  const cutoff = cutoffRows[0]!.cutoff;
+  const rollup = (await db.query<{ result: object }>('select private.rollup_metrics() as result')).rows[0]!.result;
+  const { rows: due } = await db.query<{ name: string }>('select private.event_partitions_before($1::date) as name', [cutoff]);
+  const { dropped, deferred } = await dropPartitions(db, due.map((row) => row.name), cutoff, options);
+  const pruned = await db.query<{ pruned: string }>('select private.prune_event_id_ledger($1::date) as pruned', [cutoff]);
+  return { cutoff, dropped, deferred, ledger_rows_pruned: Number(pruned.rows[0]!.pruned), rollup };
+}
+
+/** Drops the partitions one per statement (so one transaction each: never call this inside one). */
+async function dropPartitions(db: Queryable, names: string[], cutoff: string, options: RetentionOptions) {
+  const lockTimeoutMs = options.lockTimeoutMs ?? PARTITION_LOCK_TIMEOUT_MS;
+  const rollupWaitMs = options.rollupWaitMs ?? RETENTION_ROLLUP_WAIT_MS;
+  const dropped: string[] = [];
+  const deferred: DeferredPartition[] = [];
+  let stopped = false;
+  for (const name of names) {
+    if (stopped) {
+      deferred.push({ partition: name, reason: 'not_tried' });
+      continue;
+    }
+    const { rows } = await db.query<{ result: { status: 'dropped' | 'absent' | DeferredPartition['reason'] } }>(
+      'select private.drop_event_partition($1, $2::date, $3, $4) as result',
+      [name, cutoff, lockTimeoutMs, rollupWaitMs],
+    );
+    const status = rows[0]!.result.status;
+    if (status === 'dropped') dropped.push(name);
+    else if (status !== 'absent') deferred.push({ partition: name, reason: status });
+    stopped = status === 'locked' || status === 'busy';
+  }
+  return { dropped, deferred };
 }
 
 export const partitionUpkeepJob: JobDefinition<PartitionUpkeepInput> = {

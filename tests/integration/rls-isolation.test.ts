@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUser, attempt, BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import type { Database, TransactionHandle } from '../../core/db/port.ts';
 import { seedTenant, type Tenant } from '../helpers/seed.ts';
 
 // Two organizations with a row in every tenant table. A user of org A, acting as Supabase's
@@ -146,4 +147,57 @@ describe(`tenant isolation under RLS (${BACKEND})`, () => {
       }
     });
   });
+  it('a subscription tier is told only to members of its org and the backend, never through a permission', async () => {
+    await test.db.query(`update organizations set properties = properties || '{"subscription_tier": "enterprise"}' where id = $1`, [a.orgId]);
+    await test.db.query(`update organizations set properties = properties || '{"subscription_tier": "pro"}' where id = $1`, [b.orgId]);
+    // A licenses B: one grant B's tier meets, one it does not; and one for A's own viewers
+    const grant = (label: string, grantee: string, tier: string) =>
+      test.db.query(
+        `insert into permissions (org_id, grantee_type, grantee_id, grantee_role, resource_type, resource_id, action, conditions, properties)
+         values ($1, $2, $3, $4, 'data_asset', $5, 'use', $6, $7)`,
+        [a.orgId, grantee === 'role' ? 'role' : 'organization', grantee === 'role' ? null : grantee, grantee === 'role' ? 'viewer' : null, a.assetId, { tier_required: tier }, { label }],
+      );
+    await grant('b-starter', b.orgId, 'starter');
+    await grant('b-enterprise', b.orgId, 'enterprise');
+    await grant('a-viewers-pro', 'role', 'pro');
+    const tiers = async (tx: TransactionHandle) =>
+      (await tx.query<{ a: string | null; b: string | null }>('select private.org_subscription_tier($1) as a, private.org_subscription_tier($2) as b', [a.orgId, b.orgId])).rows[0];
+    const inForce = async (tx: TransactionHandle) =>
+      (await tx.query<{ label: string }>(`select properties ->> 'label' as label from permissions_in_force where properties ? 'label' order by 1`)).rows.map((row) => row.label);
+
+    await asUser(test.db, a.ownerId, async (tx) => {
+      expect(await tiers(tx)).toEqual({ a: 'enterprise', b: null });
+      // A's own tier condition holds; a grant to B that needs a tier is not shown as in force to A
+      expect(await inForce(tx)).toEqual(['a-viewers-pro']);
+    });
+    await asUser(test.db, b.ownerId, async (tx) => {
+      expect(await tiers(tx)).toEqual({ a: null, b: 'pro' });
+      // the licensee: its tier meets starter, not enterprise
+      expect(await inForce(tx)).toEqual(['b-starter']);
+    });
+    // signed-in claims without a sub: nothing
+    await withClaims(test.db, 'authenticated', { role: 'authenticated' }, async (tx) => {
+      expect(await tiers(tx)).toEqual({ a: null, b: null });
+    });
+    // the backend: everything
+    await withClaims(test.db, 'service_role', { role: 'service_role' }, async (tx) => {
+      expect(await tiers(tx)).toEqual({ a: 'enterprise', b: 'pro' });
+      expect(await inForce(tx)).toEqual(['a-viewers-pro', 'b-starter']);
+    });
+  });
 });
+
+/** A rolled-back transaction as `role` with exactly these JWT claims (asUser always sets a sub). */
+async function withClaims(db: Database, role: string, claims: object, fn: (tx: TransactionHandle) => Promise<void>): Promise<void> {
+  const rollback = new Error('rollback');
+  await db
+    .transaction(async (tx) => {
+      await tx.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify(claims)]);
+      await tx.query(`set local role ${role}`);
+      await fn(tx);
+      throw rollback;
+    })
+    .catch((error) => {
+      if (error !== rollback) throw error;
+    });
+}
