@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,17 +95,21 @@ describe(`the README's walkthrough, verbatim (${BACKEND})`, () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
-  it.runIf(hasBashCurlJq)('prints exactly the outputs and metrics the README promises', { timeout: 240_000 }, async () => {
+  it.runIf(hasBashCurlJq)('prints exactly the outputs and metrics the README promises', { timeout: 420_000 }, async () => {
     const script = blocks.join('\n').replace(BASE_LINE, `BASE=${stack!.httpUrl}`);
-    await writeFile(path.join(dataDir, 'walkthrough.sh'), script); // to rerun by hand when it fails
-    const started = performance.now();
-    const stdout = await runBash(
-      script,
-      // this Node first (npx, node -e), the running stack's data dir for the CLI, and its database
-      { ...process.env, ...env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` },
-      200_000,
-    );
-    console.log(`README walkthrough (${BACKEND}): ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    // this Node first (npx, node -p), the running stack's data dir for the CLI, and its database
+    const shellEnv = { ...process.env, ...env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
+    const utcDay = () => new Date().toISOString().slice(0, 10);
+    let stdout = '';
+    // The walkthrough reads today's metrics: a run across UTC midnight splits them over two days,
+    // so such a run is done again (a new organization, the same promise).
+    for (let attempt = 1; attempt <= 2; attempt += 1) {
+      const day = utcDay();
+      const started = performance.now();
+      stdout = await runBash(script, shellEnv, 200_000);
+      console.log(`README walkthrough (${BACKEND}): ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      if (utcDay() === day) break;
+    }
     expect(jsonLines(stdout)).toEqual(promised);
   });
 });
