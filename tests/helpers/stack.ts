@@ -6,7 +6,10 @@ const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.
 export interface RunningStack {
   child: ChildProcess;
   httpUrl: string;
+  /** the embedded database's Postgres socket (PGlite only) */
+  databaseUrl?: string;
   output: () => string;
+  exited: Promise<number | null>;
   /** SIGTERM, then the exit code once it has stopped. */
   stop: () => Promise<number | null>;
 }
@@ -32,7 +35,8 @@ export async function startStackProcess(env: Record<string, string>, timeoutMs =
         if (child.exitCode === null) child.kill('SIGTERM');
         return exited;
       };
-      return { child, httpUrl: running[1]!, output: () => output, stop };
+      const socket = /served at (postgres:\/\/\S+)/.exec(output);
+      return { child, httpUrl: running[1]!, databaseUrl: socket?.[1], output: () => output, exited, stop };
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
