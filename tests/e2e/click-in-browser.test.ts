@@ -42,7 +42,9 @@ describe(`a click in a real browser (${BACKEND})`, () => {
       response.end(`<!doctype html><title>News</title><p>Story</p><a id="ad" href="${clickUrl.replaceAll('&', '&amp;')}">Winter sale</a>`);
     });
     // a system Chromium where there is one, else the npm package's (tests/helpers/browser.ts)
-    ({ browser } = await launchChromium());
+    const launched = await launchChromium();
+    browser = launched.browser;
+    console.log(`browser: ${launched.choice.source} Chromium ${browser.version()} at ${launched.choice.executablePath}`);
   });
   afterAll(async () => {
     await browser?.close();
