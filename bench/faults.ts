@@ -258,6 +258,8 @@ export async function runFaults(options: FaultOptions): Promise<ScenarioResult[]
     if (options.scenarios.some((s) => s.server === 'ack-before-commit')) void launch('ack-before-commit').catch(() => {});
     const org = await createOrganization(db, { name: 'Faults Co' });
     const pk = (await createApiKey(db, { orgId: org.id, kind: 'publishable' })).key;
+    // a steady state: the first shutdown does not also flush everything the migrations wrote
+    await db.query('checkpoint');
     const results: ScenarioResult[] = [];
     for (const scenario of options.scenarios) {
       const mode = scenario.server ?? 'precise';
