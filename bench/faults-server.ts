@@ -4,9 +4,10 @@
  * modes:
  *   precise            the stack `precise start` runs (migrations, the HTTP server, group
  *                      commit: a 2xx only after COMMIT) on DATABASE_URL, without the scheduler
- *   ack-before-commit  the control: the same app, but its sink answers at once and writes in
- *                      the background every 250 ms, as a buffering collector does; what a
- *                      SIGKILL catches in the buffer is lost, and the benchmark must see it
+ *   ack-before-commit  the control: the same app, but its sink answers at once and writes each
+ *                      event a second later, as a buffering collector does; what a SIGKILL
+ *                      catches in the buffer is lost, and the benchmark must see it (a SIGTERM
+ *                      writes the buffer first)
  * Tells its parent (IPC) its URL once it listens; SIGTERM stops it cleanly.
  */
 import { parseNodeConfig } from '../core/config.ts';
@@ -24,14 +25,20 @@ const config = parseNodeConfig({
 
 async function ackBeforeCommit() {
   const db = openPostgres({ connectionString: config.DATABASE_URL!, max: 10, applicationName: 'faults-ack-early' });
-  const services = nodeServices(db, { ...config, INGEST_MAX_WAIT_MS: 250 }, config.PRECISE_SECRET!);
+  const services = nodeServices(db, config, config.PRECISE_SECRET!);
   const durable = services.sink;
+  const buffered = new Set<Promise<unknown>>();
   const early: EventSink = {
     send: async (batch) => {
-      durable.send(batch).catch(() => {});
+      const write = new Promise((resolve) => setTimeout(resolve, 1000)).then(() => durable.send(batch)).catch(() => {});
+      buffered.add(write);
+      void write.finally(() => buffered.delete(write));
       return { outcomes: batch.events.map(() => 'stored' as const) };
     },
-    close: () => durable.close?.() ?? Promise.resolve(),
+    close: async () => {
+      await Promise.all(buffered);
+      await durable.close?.();
+    },
   };
   services.sink = early;
   const http = await startHttpServer({ services, port: config.PORT, host: config.HOST });

@@ -151,12 +151,15 @@ async function startServer(databaseUrl: string, port: number, mode: ServerMode):
   const child = fork(new URL('./faults-server.ts', import.meta.url), [], {
     execArgv: ['--import', 'tsx'],
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', FAULTS_SERVER: mode },
-    // its group-commit errors while the database is down are expected; keep them off the report
-    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
+  // its group-commit errors while the database is down are expected: kept off the report, the
+  // last few KiB only, for a server that does not start
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
   const url = await new Promise<string>((resolve, reject) => {
     child.once('message', (message) => resolve((message as { url: string }).url));
-    child.once('exit', (code, signal) => reject(new Error(`faults server exited (${code ?? signal}) before listening`)));
+    child.once('exit', (code, signal) => reject(new Error(`faults server exited (${code ?? signal}) before listening:\n${stderr}`)));
   });
   return { child, url, port, mode };
 }
@@ -273,7 +276,13 @@ export async function runFaults(options: FaultOptions): Promise<ScenarioResult[]
         await stopServer(killed, 'SIGKILL');
         await launch(mode, killed.port);
       };
-      const result = await runScenario(name, scenario, options, { pk, base: server.url, db, injectFault });
+      // the control's buffer is written by a clean stop: what is missing after it was lost to a kill
+      const settle = async () => {
+        if (mode !== 'ack-before-commit') return;
+        await stopServer(await servers.get(mode)!, 'SIGTERM');
+        servers.delete(mode);
+      };
+      const result = await runScenario(name, scenario, options, { pk, base: server.url, db, injectFault, settle });
       options.log(`  ${formatRow(result)}`);
       results.push(result);
     }
@@ -294,7 +303,7 @@ async function runScenario(
   name: string,
   scenario: Scenario,
   options: FaultOptions,
-  ctx: { pk: string; base: string; db: ReturnType<typeof openPostgres>; injectFault: () => Promise<void> },
+  ctx: { pk: string; base: string; db: ReturnType<typeof openPostgres>; injectFault: () => Promise<void>; settle: () => Promise<void> },
 ): Promise<ScenarioResult> {
   const campaign = randomUUID();
   const run = randomUUID().slice(0, 8);
@@ -326,6 +335,7 @@ async function runScenario(
   wake?.();
   await faults;
   const seconds = (performance.now() - started) / 1000;
+  await ctx.settle();
   const stored = await storedPixels(ctx.db, campaign);
   const lost = [...load.acknowledged].filter((seq) => !stored.seqs.has(seq)).length;
   return {
