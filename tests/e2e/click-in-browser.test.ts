@@ -1,9 +1,10 @@
 import { createServer, type Server } from 'node:http';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signClick } from '../../core/click.ts';
 import { deriveSecret } from '../../core/secrets.ts';
 import { startHttpServer, type HttpServer } from '../../functions/node.ts';
+import { launchChromium } from '../helpers/browser.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
 
@@ -40,10 +41,10 @@ describe(`a click in a real browser (${BACKEND})`, () => {
       response.writeHead(200, { 'content-type': 'text/html' });
       response.end(`<!doctype html><title>News</title><p>Story</p><a id="ad" href="${clickUrl.replaceAll('&', '&amp;')}">Winter sale</a>`);
     });
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    // a system Chromium where there is one, else the npm package's (tests/helpers/browser.ts)
+    const launched = await launchChromium();
+    browser = launched.browser;
+    console.log(`browser: ${launched.choice.source} Chromium ${browser.version()} at ${launched.choice.executablePath}`);
   });
   afterAll(async () => {
     await browser?.close();
