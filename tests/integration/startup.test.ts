@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,40 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
 import { main } from '../../core/cli/main.ts';
 import { runCli } from '../helpers/cli.ts';
+import { startStackProcess } from '../helpers/stack.ts';
 
 const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.url));
 
-interface Started {
-  child: ChildProcess;
-  httpUrl: string;
-  databaseUrl?: string;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
 /** `precise start` as a real child process, the way `npm start` runs it. */
-async function startPrecise(env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, [PRECISE, 'start'], {
-    env: { ...process.env, PORT: '0', PRECISE_PG_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const running = /precise is running: (http:\/\/\S+)/.exec(output);
-    if (running) {
-      const socket = /served at (postgres:\/\/\S+)/.exec(output);
-      return { child, httpUrl: running[1]!, databaseUrl: socket?.[1], output: () => output, exited };
-    }
-    if (child.exitCode !== null) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`precise start did not come up:\n${output}`);
-}
+const startPrecise = (env: Record<string, string>) => startStackProcess(env, 60_000);
 
 describe(`npm start (${BACKEND})`, () => {
   let dataDir: string;
