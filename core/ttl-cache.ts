@@ -39,6 +39,7 @@ export class TtlCache<V> {
   private readonly entries: TtlCacheEntries<V>;
   private readonly misses: Map<string, number>;
   private readonly pending = new Map<string, Promise<V | null>>();
+  private readonly admitting = new Map<string, Promise<void>>();
   private readonly load: (key: string) => Promise<V | null>;
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
@@ -65,15 +66,20 @@ export class TtlCache<V> {
     if (!known && missedUntil !== undefined && missedUntil > now) return Promise.resolve(null);
     const loading = this.pending.get(key);
     if (loading) return loading;
-    if (!known && admit) {
-      try {
-        const admitted = admit();
-        if (admitted) return admitted.then(() => this.startLoad(key));
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    }
-    return this.startLoad(key);
+    // A burst of one new key waits for the first caller's admission: admitted, they join its
+    // load; refused, each asks for its own (the refusal was the first caller's limit).
+    const admitting = this.admitting.get(key);
+    if (admitting) return admitting.then(() => this.get(key, admit), () => this.get(key, admit));
+    if (known || !admit) return this.startLoad(key);
+    const admission = Promise.resolve().then(admit);
+    this.admitting.set(key, admission);
+    return admission.then(
+      () => (this.admitting.delete(key), this.startLoad(key)),
+      (error: unknown) => {
+        this.admitting.delete(key);
+        throw error;
+      },
+    );
   }
 
   private startLoad(key: string): Promise<V | null> {
