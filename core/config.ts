@@ -92,8 +92,9 @@ function parseWith<S extends z.ZodType>(schema: S, env: Record<string, unknown>)
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    const field = issue.path.join('.');
-    throw new PreciseError('config_invalid', `${field}: ${issue.message}`, { field });
+    // the variable (a list's item index stays in the message)
+    const field = String(issue.path[0]);
+    throw new PreciseError('config_invalid', `${issue.path.join('.')}: ${issue.message}`, { field });
   }
   return parsed.data;
 }

@@ -1,6 +1,7 @@
 import { serve, type ServerType } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
+import type { Server as NetServer } from 'node:net';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../core/postback.ts';
@@ -97,7 +98,7 @@ export async function startHttpServer(options: {
     s.once('error', reject);
   });
   // Beyond the cap, Node closes a new connection as soon as it is accepted.
-  if ('maxConnections' in server) server.maxConnections = limits.HTTP_MAX_CONNECTIONS;
+  (server as NetServer).maxConnections = limits.HTTP_MAX_CONNECTIONS;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   return {
