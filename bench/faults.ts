@@ -305,10 +305,10 @@ async function runScenario(
   options: FaultOptions,
   ctx: { pk: string; base: string; db: ReturnType<typeof openPostgres>; injectFault: () => Promise<void>; settle: () => Promise<void> },
 ): Promise<ScenarioResult> {
-  const campaign = randomUUID();
+  // each scenario's pixels are told apart by a run property (a campaign id would have to be created)
   const run = randomUUID().slice(0, 8);
   const urlOf = (seq: number) => {
-    const params = new URLSearchParams({ key: ctx.pk, cmp: campaign, crv: 'crv-faults', 'p.seq': String(seq) });
+    const params = new URLSearchParams({ key: ctx.pk, crv: 'crv-faults', 'p.run': run, 'p.seq': String(seq) });
     if (scenario.eids) params.set('eid', `px-${run}-${seq}`);
     return `${ctx.base}/v1/px?${params}`;
   };
@@ -336,7 +336,7 @@ async function runScenario(
   await faults;
   const seconds = (performance.now() - started) / 1000;
   await ctx.settle();
-  const stored = await storedPixels(ctx.db, campaign);
+  const stored = await storedPixels(ctx.db, run);
   const lost = [...load.acknowledged].filter((seq) => !stored.seqs.has(seq)).length;
   return {
     scenario: name,
@@ -358,12 +358,12 @@ async function runScenario(
 }
 
 /** The rows of a scenario, and the distinct pixels (p.seq) they hold; retried until Postgres answers. */
-async function storedPixels(db: ReturnType<typeof openPostgres>, campaign: string): Promise<{ rows: number; seqs: Set<number> }> {
+async function storedPixels(db: ReturnType<typeof openPostgres>, run: string): Promise<{ rows: number; seqs: Set<number> }> {
   for (let attempt = 0; ; attempt += 1) {
     try {
       const { rows } = await db.query<{ seq: string; n: string }>(
-        `select properties->>'seq' as seq, count(*) as n from events where campaign_id = $1 group by 1`,
-        [campaign],
+        `select properties->>'seq' as seq, count(*) as n from events where properties->>'run' = $1 group by 1`,
+        [run],
       );
       return { rows: rows.reduce((sum, row) => sum + Number(row.n), 0), seqs: new Set(rows.map((row) => Number(row.seq))) };
     } catch (error) {

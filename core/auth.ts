@@ -1,12 +1,14 @@
 import type { Queryable } from './db/port.ts';
 import { digestsEqual, hashKey, kindOfKey, type KeyKind, type KeyScope } from './keys.ts';
-import { TtlCache, type TtlCacheEntries, type TtlCacheOptions } from './ttl-cache.ts';
+import { TtlCache, type LookupAdmission, type TtlCacheEntries, type TtlCacheOptions } from './ttl-cache.ts';
 
 /**
  * Resolving an API key to its organization. The key is hashed (SHA-256) and looked up by hash;
  * the stored hash is then compared in constant time. Results are cached per isolate/process for
- * a short while (a pixel must not cost a database read), negative results for less; a revoked
- * key therefore stops working within `ttlMs`.
+ * a short while (a pixel must not cost a database read), negative results for less and in a map
+ * of their own (a flood of made-up keys cannot evict real ones); a revoked key therefore stops
+ * working within `ttlMs`. A caller may pass an admission check that runs before the database is
+ * asked about a key never seen (a per-address rate limit on unknown keys).
  */
 export interface ResolvedKey {
   id: string;
@@ -38,7 +40,12 @@ export function sqlKeyStore(db: Queryable): KeyStore {
 export type KeyCacheEntries = TtlCacheEntries<ResolvedKey>;
 export type KeyCacheOptions = TtlCacheOptions<ResolvedKey>;
 
-export class KeyCache {
+/** What a request needs of the key cache (a per-request view may add limits around it). */
+export interface KeyResolver {
+  resolve(key: string, admit?: LookupAdmission): Promise<ResolvedKey | null>;
+}
+
+export class KeyCache implements KeyResolver {
   private readonly cache: TtlCache<ResolvedKey>;
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
@@ -51,8 +58,8 @@ export class KeyCache {
   }
 
   /** The key's record, or null when it is not a live key of this deployment. */
-  async resolve(key: string): Promise<ResolvedKey | null> {
+  async resolve(key: string, admit?: LookupAdmission): Promise<ResolvedKey | null> {
     if (!kindOfKey(key)) return null;
-    return this.cache.get(hashKey(key));
+    return this.cache.get(hashKey(key), admit);
   }
 }

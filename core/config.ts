@@ -1,5 +1,37 @@
 import { z } from 'zod';
 import { PreciseError } from './errors.ts';
+import { parseRateSpec, RATE_SPEC } from './rate-limit.ts';
+
+const rate = (fallback: string) =>
+  z
+    .string()
+    .regex(new RegExp(`${RATE_SPEC.source}|^off$`), 'must be N/Ss (N requests per S seconds, e.g. 50/10s) or off')
+    .default(fallback)
+    .transform((text) => parseRateSpec(text));
+
+/**
+ * Abuse limits, shared by Node (process.env) and the Worker (vars; a `[[ratelimits]]` binding of
+ * the same name replaces the in-isolate limiter). The defaults let one address send tens of
+ * thousands of requests per second (benchmarks and NATs) but only a trickle of unknown keys.
+ */
+export const LimitsEnvSchema = z.object({
+  /** requests that present a key, per client address (IPv4, IPv6 /64) */
+  RATE_LIMIT_ADDRESS: rate('20000/1s'),
+  /** requests per API key */
+  RATE_LIMIT_KEY: rate('20000/1s'),
+  /** database lookups of keys not in the cache, per client address */
+  RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS: rate('50/10s'),
+  /** database lookups of keys not in the cache, all addresses together */
+  RATE_LIMIT_KEY_LOOKUPS: rate('2000/10s'),
+  /** browser origins allowed to call the secret-key API (comma-separated; the pixel and click allow any) */
+  CORS_ORIGINS: z
+    .string()
+    .default('')
+    .transform((text) => text.split(',').map((origin) => origin.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(/^(https?:\/\/[^/\s]+|\*)$/, 'must be origins like https://app.example.com (or *), comma-separated'))),
+});
+
+export type LimitsConfig = z.infer<typeof LimitsEnvSchema>;
 
 /**
  * Node-side configuration, parsed once from the environment. Anything wrong stops start-up
@@ -35,16 +67,34 @@ const NodeEnvSchema = z.object({
   INGEST_MAX_PENDING: z.coerce.number().int().min(1).default(50_000),
   /** writes in flight at once */
   INGEST_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
-});
+  /** a request's headers must arrive within this (slowloris) */
+  HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
+  /** a whole request (headers and body) must arrive within this */
+  HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).default(30_000),
+  /** an idle keep-alive connection is closed after this */
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
+  /** open connections at once; beyond, new ones are closed on accept */
+  HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
+}).extend(LimitsEnvSchema.shape);
 
 export type NodeConfig = z.infer<typeof NodeEnvSchema>;
 
 export function parseNodeConfig(env: Record<string, string | undefined> = process.env): NodeConfig {
-  const parsed = NodeEnvSchema.safeParse(env);
+  return parseWith(NodeEnvSchema, env);
+}
+
+/** The limits alone, for the Worker (its vars). */
+export function parseLimitsConfig(env: Record<string, unknown>): LimitsConfig {
+  return parseWith(LimitsEnvSchema, env);
+}
+
+function parseWith<S extends z.ZodType>(schema: S, env: Record<string, unknown>): z.infer<S> {
+  const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    const field = issue.path.join('.');
-    throw new PreciseError('config_invalid', `${field}: ${issue.message}`, { field });
+    // the variable (a list's item index stays in the message)
+    const field = String(issue.path[0]);
+    throw new PreciseError('config_invalid', `${issue.path.join('.')}: ${issue.message}`, { field });
   }
   return parsed.data;
 }

@@ -60,7 +60,7 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
     }
 
     const serverSecret = await loadServerSecret(config);
-    const http = await startHttpServer({ services: nodeServices(db, config, serverSecret), port: config.PORT, host: config.HOST });
+    const http = await startHttpServer({ services: nodeServices(db, config, serverSecret), port: config.PORT, host: config.HOST, limits: config });
     stops.push(() => http.close());
     await lock?.update({ databaseUrl, httpUrl: http.url });
     log(`http: listening on ${http.url} (GET ${http.url}/healthz)`);

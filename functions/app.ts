@@ -4,6 +4,8 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { PreciseError } from '../core/errors.ts';
 import type { AppEnv, Bindings, Services } from './env.ts';
 import { toPreciseError } from './errors.ts';
+import { corsPolicy, securityHeaders } from './middleware/browser.ts';
+import { rateLimits } from './middleware/rate-limit.ts';
 import { clickRoutes } from './routes/click.ts';
 import { eventsRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -22,6 +24,7 @@ export function createApp(options: AppOptions) {
   const app = new Hono<AppEnv>();
 
   app.use(requestId({ headerName: 'x-request-id' }));
+  app.use(securityHeaders());
   app.use(async (c, next) => {
     const services = options.services(c.env ?? {});
     c.set('services', services);
@@ -35,6 +38,8 @@ export function createApp(options: AppOptions) {
       }
     }
   });
+  app.use(corsPolicy());
+  app.use(rateLimits());
 
   app.route('/healthz', healthRoutes);
   app.route('/v1/px', pixelRoutes);

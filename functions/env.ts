@@ -1,10 +1,11 @@
 import type { Context } from 'hono';
-import type { ResolvedKey, KeyCache } from '../core/auth.ts';
+import type { ResolvedKey, KeyResolver } from '../core/auth.ts';
 import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/integrations.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
+import type { RateLimitBinding, RateLimits } from '../core/rate-limit.ts';
 import type { QueueMessage } from './sinks/queue.ts';
 
 /** Bindings of the Worker (wrangler.toml, secrets in .dev.vars); Node passes none. */
@@ -21,13 +22,23 @@ export interface Bindings {
   IP_HASH_SECRET?: string;
   /** Server secret: click-signing and webhook secrets are derived from it. */
   PRECISE_SECRET?: string;
+  /**
+   * Each limit: a `[[ratelimits]]` binding of this name (wrangler.toml), else a var "N/Ss" or
+   * "off" for the isolate's own limiter, else the default (core/config.ts).
+   */
+  RATE_LIMIT_ADDRESS?: RateLimitBinding | string;
+  RATE_LIMIT_KEY?: RateLimitBinding | string;
+  RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS?: RateLimitBinding | string;
+  RATE_LIMIT_KEY_LOOKUPS?: RateLimitBinding | string;
+  /** origins allowed to call the secret-key API from a browser, comma-separated */
+  CORS_ORIGINS?: string;
 }
 
 /** What the routes need, built once per process (Node) or per isolate (Workers). */
 export interface Services {
   /** Resolves when the database answers. */
   ping(): Promise<void>;
-  keys: KeyCache;
+  keys: KeyResolver;
   campaigns: CampaignCache;
   sink: EventSink;
   /** Records postbacks with their dedup and status rules, in the request (low volume, needs the log). */
@@ -42,6 +53,10 @@ export interface Services {
   ipHashSecret: string;
   /** The caller's IP as the runtime sees it (never stored raw). */
   clientIp(c: Context<AppEnv>): string | undefined;
+  /** Rate limits (functions/middleware/rate-limit.ts); absent: the defaults, in process. */
+  limits?: RateLimits;
+  /** Browser origins allowed to call the secret-key API (CORS); absent: none. */
+  corsOrigins?: readonly string[];
   /** Releases per-request resources (a Worker's database connection) after the response. */
   release?(): Promise<void>;
 }

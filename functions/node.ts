@@ -1,11 +1,13 @@
 import { serve, type ServerType } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
+import type { Server as NetServer } from 'node:net';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../core/postback.ts';
 import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
-import type { NodeConfig } from '../core/config.ts';
+import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
+import { inProcessLimits } from '../core/rate-limit.ts';
 import type { Database } from '../core/db/port.ts';
 import { sqlEventWriter } from '../core/ingest/writer.ts';
 import { sqlMetricsReader } from '../core/metrics-query.ts';
@@ -22,7 +24,23 @@ export interface HttpServer {
 
 type IngestConfig = Pick<
   NodeConfig,
-  'IP_HASH_SECRET' | 'TRUST_PROXY' | 'INGEST_MAX_BATCH' | 'INGEST_MAX_WAIT_MS' | 'INGEST_MAX_PENDING' | 'INGEST_CONCURRENCY'
+  | 'IP_HASH_SECRET'
+  | 'TRUST_PROXY'
+  | 'INGEST_MAX_BATCH'
+  | 'INGEST_MAX_WAIT_MS'
+  | 'INGEST_MAX_PENDING'
+  | 'INGEST_CONCURRENCY'
+  | 'RATE_LIMIT_ADDRESS'
+  | 'RATE_LIMIT_KEY'
+  | 'RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS'
+  | 'RATE_LIMIT_KEY_LOOKUPS'
+  | 'CORS_ORIGINS'
+>;
+
+/** Node's own defences against slow and idle clients (core/config.ts). */
+export type HttpLimits = Pick<
+  NodeConfig,
+  'HTTP_HEADERS_TIMEOUT_MS' | 'HTTP_REQUEST_TIMEOUT_MS' | 'HTTP_KEEP_ALIVE_TIMEOUT_MS' | 'HTTP_MAX_CONNECTIONS'
 >;
 
 export function nodeServices(db: Database, config: IngestConfig, serverSecret: string): Services {
@@ -42,6 +60,8 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
       concurrency: config.INGEST_CONCURRENCY,
     }),
     ipHashSecret,
+    limits: inProcessLimits(config),
+    corsOrigins: config.CORS_ORIGINS,
     clientIp: (c: Context<AppEnv>) => {
       if (config.TRUST_PROXY === 'true') {
         const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
@@ -60,12 +80,25 @@ export async function startHttpServer(options: {
   services: Services;
   port: number;
   host: string;
+  /** absent: the defaults of core/config.ts */
+  limits?: Partial<HttpLimits>;
 }): Promise<HttpServer> {
   const app = createApp({ services: () => options.services });
+  const limits: HttpLimits = { ...parseNodeConfig({}), ...options.limits };
+  const serverOptions = {
+    headersTimeout: limits.HTTP_HEADERS_TIMEOUT_MS,
+    // Node requires headersTimeout ≤ requestTimeout
+    requestTimeout: Math.max(limits.HTTP_REQUEST_TIMEOUT_MS, limits.HTTP_HEADERS_TIMEOUT_MS),
+    keepAliveTimeout: limits.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+    // how often Node looks for connections past those timeouts (its default: every 30 s)
+    connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.HTTP_HEADERS_TIMEOUT_MS / 4)),
+  };
   const server = await new Promise<ServerType>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, () => resolve(s));
+    const s = serve({ fetch: app.fetch, port: options.port, hostname: options.host, serverOptions }, () => resolve(s));
     s.once('error', reject);
   });
+  // Beyond the cap, Node closes a new connection as soon as it is accepted.
+  (server as NetServer).maxConnections = limits.HTTP_MAX_CONNECTIONS;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   return {

@@ -1,4 +1,5 @@
 import { KeyCache, sqlKeyStore, type KeyCacheEntries } from '../core/auth.ts';
+import { parseLimitsConfig } from '../core/config.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
 import { PreciseError } from '../core/errors.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
@@ -14,6 +15,7 @@ import {
 } from '../core/ingest/supabase.ts';
 import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
+import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
 import { sqlMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
@@ -89,6 +91,37 @@ export function edgeBackend(env: Bindings): EdgeBackend {
   };
 }
 
+const LIMIT_NAMES = ['RATE_LIMIT_ADDRESS', 'RATE_LIMIT_KEY', 'RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS', 'RATE_LIMIT_KEY_LOOKUPS'] as const;
+const isBinding = (value: unknown): value is RateLimitBinding => typeof (value as RateLimitBinding | undefined)?.limit === 'function';
+
+// The isolate's own limiters (for limits without a binding) live as long as the isolate.
+let isolateLimits: { vars: string; limits: RateLimits; corsOrigins: readonly string[] } | undefined;
+
+/** Each limit from its `[[ratelimits]]` binding when there is one, else in the isolate. */
+function edgeLimits(env: Bindings): { limits: RateLimits; corsOrigins: readonly string[] } {
+  const vars = Object.fromEntries(
+    [...LIMIT_NAMES, 'CORS_ORIGINS' as const].flatMap((name) => (typeof env[name] === 'string' ? [[name, env[name]]] : [])),
+  );
+  const key = JSON.stringify(vars);
+  if (isolateLimits?.vars !== key) {
+    const config = parseLimitsConfig(vars);
+    isolateLimits = { vars: key, limits: inProcessLimits(config), corsOrigins: config.CORS_ORIGINS };
+  }
+  const pick = (name: (typeof LIMIT_NAMES)[number], own: keyof RateLimits) => {
+    const binding = env[name];
+    return isBinding(binding) ? bindingLimiter(binding) : isolateLimits!.limits[own];
+  };
+  return {
+    limits: {
+      address: pick('RATE_LIMIT_ADDRESS', 'address'),
+      key: pick('RATE_LIMIT_KEY', 'key'),
+      keyLookupsPerAddress: pick('RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS', 'keyLookupsPerAddress'),
+      keyLookups: pick('RATE_LIMIT_KEY_LOOKUPS', 'keyLookups'),
+    },
+    corsOrigins: isolateLimits.corsOrigins,
+  };
+}
+
 function edgeServices(env: Bindings): Services {
   if (!env.IP_HASH_SECRET) throw new PreciseError('config_invalid', 'IP_HASH_SECRET is not set (wrangler secret put IP_HASH_SECRET)');
   if (!env.PRECISE_SECRET) throw new PreciseError('config_invalid', 'PRECISE_SECRET is not set (wrangler secret put PRECISE_SECRET)');
@@ -105,6 +138,7 @@ function edgeServices(env: Bindings): Services {
     sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,
     clientIp: (c) => c.req.header('cf-connecting-ip') ?? undefined,
+    ...edgeLimits(env),
     release: backend.release,
   };
 }

@@ -18,7 +18,7 @@ export const pixelRoutes = new Hono<AppEnv>();
 
 const GIF = Uint8Array.from(atob('R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=='), (ch) => ch.charCodeAt(0));
 
-function gif(c: Context<AppEnv>, status: 200 | 400 | 401 | 403 | 413 | 503, error?: PreciseError) {
+function gif(c: Context<AppEnv>, status: 200 | 400 | 401 | 403 | 413 | 429 | 503, error?: PreciseError) {
   c.header('content-type', 'image/gif');
   c.header('cache-control', 'no-store, no-cache, must-revalidate, max-age=0');
   if (error) {
@@ -60,7 +60,7 @@ pixelRoutes.get('/', async (c) => {
   } catch (error) {
     const preciseError = toPreciseError(error);
     if (preciseError.status >= 500 && preciseError.code !== 'unavailable') console.error(`[${c.get('requestId')}]`, error);
-    const status = ([400, 401, 403, 413, 503] as const).find((s) => s === preciseError.status) ?? 503;
+    const status = ([400, 401, 403, 413, 429, 503] as const).find((s) => s === preciseError.status) ?? 503;
     return gif(c, status, preciseError);
   }
 });
