@@ -22,6 +22,8 @@ export interface ResolvedKey {
 export interface KeyStore {
   /** The live (not revoked, not expired) key with this hash, with its stored hash. */
   findByHash(hash: string): Promise<(ResolvedKey & { key_hash: string }) | null>;
+  /** The newest live keys, at most `limit` (to warm a process's cache). */
+  live?(limit: number): Promise<Array<ResolvedKey & { key_hash: string }>>;
 }
 
 export function sqlKeyStore(db: Queryable): KeyStore {
@@ -34,6 +36,13 @@ export function sqlKeyStore(db: Queryable): KeyStore {
       );
       return rows[0] ?? null;
     },
+    async live(limit) {
+      const { rows } = await db.query<ResolvedKey & { key_hash: string }>(
+        'select id, org_id, kind, to_jsonb(scopes) as scopes, key_hash, properties from public.live_api_keys($1)',
+        [limit],
+      );
+      return rows;
+    },
   };
 }
 
@@ -43,18 +52,38 @@ export type KeyCacheOptions = TtlCacheOptions<ResolvedKey>;
 /** What a request needs of the key cache (a per-request view may add limits around it). */
 export interface KeyResolver {
   resolve(key: string, admit?: LookupAdmission): Promise<ResolvedKey | null>;
+  /** Loads the live keys into the cache (see KeyCache.warm). */
+  warm?(): Promise<number>;
 }
 
 export class KeyCache implements KeyResolver {
   private readonly cache: TtlCache<ResolvedKey>;
+  private readonly store: KeyStore;
+  private readonly maxEntries: number;
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
+    this.store = store;
+    this.maxEntries = options.maxEntries ?? 10_000;
     this.cache = new TtlCache(async (hash) => {
       const row = await store.findByHash(hash);
       return row && digestsEqual(row.key_hash, hash)
         ? { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes, properties: row.properties ?? {} }
         : null;
     }, options);
+  }
+
+  /**
+   * Loads the live keys (the newest, up to the cache's size): a known key is re-checked after
+   * its TTL without waiting for the unknown-key budget, so after a warm-up real keys never wait
+   * behind a flood of made-up ones. Returns how many keys it loaded.
+   */
+  async warm(): Promise<number> {
+    if (!this.store.live) return 0;
+    const rows = await this.store.live(this.maxEntries);
+    for (const row of rows) {
+      this.cache.prime(row.key_hash, { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes, properties: row.properties ?? {} });
+    }
+    return rows.length;
   }
 
   /** The key's record, or null when it is not a live key of this deployment. */

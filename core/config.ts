@@ -22,7 +22,7 @@ export const LimitsEnvSchema = z.object({
   /** database lookups of keys not in the cache, per client address */
   RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS: rate('50/10s'),
   /** database lookups of keys not in the cache, all addresses together */
-  RATE_LIMIT_KEY_LOOKUPS: rate('2000/10s'),
+  RATE_LIMIT_KEY_LOOKUPS: rate('300/10s'),
   /** browser origins allowed to call the secret-key API (comma-separated; the pixel and click allow any) */
   CORS_ORIGINS: z
     .string()

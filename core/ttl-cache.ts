@@ -82,6 +82,11 @@ export class TtlCache<V> {
     );
   }
 
+  /** Remembers a value loaded in bulk (a warm-up), as if it had just been loaded. */
+  prime(key: string, value: V): void {
+    this.remember(key, value);
+  }
+
   private startLoad(key: string): Promise<V | null> {
     let loading = this.pending.get(key);
     if (!loading) {

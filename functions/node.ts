@@ -101,10 +101,12 @@ export async function startHttpServer(options: {
   (server as NetServer).maxConnections = limits.HTTP_MAX_CONNECTIONS;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
+  const stopWarming = warmKeys(options.services);
   return {
     url: `http://${options.host}:${port}`,
     services: options.services,
     close: async () => {
+      stopWarming();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Idle keep-alive connections would hold close() open; requests in flight get 5 s.
@@ -115,4 +117,20 @@ export async function startHttpServer(options: {
       await options.services.sink.close?.();
     },
   };
+}
+
+/** How often a process reloads the live keys, so a key created meanwhile is known without a lookup. */
+const KEY_WARM_INTERVAL_MS = 60_000;
+
+/**
+ * Keeps the live keys in the cache, from the start and then every minute: real keys never wait
+ * for the unknown-key lookup budget (a restart included), which a flood of made-up keys spends.
+ */
+function warmKeys(services: Services): () => void {
+  if (!services.keys.warm) return () => {};
+  const warm = () => void services.keys.warm!().catch((error: unknown) => console.error('key warm-up failed:', error));
+  warm();
+  const timer = setInterval(warm, KEY_WARM_INTERVAL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }

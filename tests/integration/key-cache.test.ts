@@ -58,4 +58,20 @@ describe(`key cache (${BACKEND})`, () => {
     await cache.resolve(key);
     expect(lookups).toBe(6);
   });
+
+  it('knows the live keys after a warm-up: they never wait for the unknown-key budget, revoked ones are not loaded', async () => {
+    const org = await createOrganization(test.db, { name: 'Warm Co' });
+    const live = (await createApiKey(test.db, { orgId: org.id, kind: 'secret', scopes: ['ingest'] })).key;
+    const revoked = (await createApiKey(test.db, { orgId: org.id, kind: 'publishable' })).key;
+    await test.db.query(`update api_keys set revoked_at = now() where org_id = $1 and kind = 'publishable'`, [org.id]);
+    const cache = new KeyCache(sqlKeyStore(test.db));
+    expect(await cache.warm()).toBeGreaterThanOrEqual(2); // this org's live key and the first org's
+    // an admission that refuses every lookup: a flood has spent the budget
+    const refuse = () => {
+      throw new Error('budget spent');
+    };
+    expect(await cache.resolve(live, refuse)).toMatchObject({ org_id: org.id, kind: 'secret' });
+    expect(await cache.resolve(key, refuse)).toMatchObject({ kind: 'publishable' });
+    await expect(cache.resolve(revoked, refuse)).rejects.toThrow('budget spent');
+  });
 });

@@ -59,7 +59,7 @@ describe('rate specs and the configuration', () => {
     expect(config.RATE_LIMIT_ADDRESS).toEqual({ limit: 20_000, periodSeconds: 1 });
     expect(config.RATE_LIMIT_KEY).toEqual({ limit: 20_000, periodSeconds: 1 });
     expect(config.RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS).toEqual({ limit: 50, periodSeconds: 10 });
-    expect(config.RATE_LIMIT_KEY_LOOKUPS).toEqual({ limit: 2000, periodSeconds: 10 });
+    expect(config.RATE_LIMIT_KEY_LOOKUPS).toEqual({ limit: 300, periodSeconds: 10 });
     expect(config.CORS_ORIGINS).toEqual([]);
     expect(config).toMatchObject({ HTTP_HEADERS_TIMEOUT_MS: 10_000, HTTP_REQUEST_TIMEOUT_MS: 30_000, HTTP_KEEP_ALIVE_TIMEOUT_MS: 5_000, HTTP_MAX_CONNECTIONS: 10_000 });
   });
