@@ -158,7 +158,7 @@ async function main() {
     const e = await copyRun(org.id, Math.max(dRows, 50_000), rowsOf);
 
     let f: Run | undefined;
-    if (!args['skip-workerd']) f = await workerdRun(pk, rowsOf, children);
+    if (!args['skip-workerd']) f = await workerdRun(pk, await newCampaign(), rowsOf, children);
 
     const runs = [a, b, bFew, c, d, e, ...(f ? [f] : [])];
     const table = [
@@ -280,7 +280,7 @@ async function copyRun(orgId: string, rows: number, rowsOf: (campaign: string) =
   return { label: '(e) raw COPY, same rows', eventsPerSecond: rows / seconds, p50: 0, p99: 0, ok: rows, errors: 0, rows: stored, check: stored === rows };
 }
 
-async function workerdRun(pk: string, rowsOf: (campaign: string) => Promise<number>, children: ChildProcess[]): Promise<Run> {
+async function workerdRun(pk: string, campaign: string, rowsOf: (campaign: string) => Promise<number>, children: ChildProcess[]): Promise<Run> {
   const port = 18105;
   log('(f) starting the Worker under wrangler dev (workerd, Miniflare queue, Hyperdrive to the bench database)');
   const child = spawn(
@@ -300,7 +300,6 @@ async function workerdRun(pk: string, rowsOf: (campaign: string) => Promise<numb
     if (Date.now() > deadline) throw new Error('wrangler dev did not come up');
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
-  const campaign = randomUUID();
   const result = await load(
     { url: `http://127.0.0.1:${port}/v1/px?key=${pk}&cmp=${campaign}&crv=crv-1&uid=u-1`, headers: { 'user-agent': CHROME }, amount: Math.min(REQUESTS, 20_000) },
     '(f) workerd pixel',
