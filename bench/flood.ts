@@ -20,13 +20,12 @@ import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import pg from 'pg';
 import { createApiKey, createOrganization } from '../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { parseNodeConfig } from '../core/config.ts';
-import { migrate } from '../core/db/migrate.ts';
 import { openPostgres } from '../core/db/postgres.ts';
 import { generateKey } from '../core/keys.ts';
+import { createBenchDatabase } from './bench-database.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 
 const { values: args, positionals } = parseArgs({
@@ -141,18 +140,11 @@ interface Run {
 }
 
 async function main() {
-  const serverUrl = new URL(process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/postgres');
-  if (!serverUrl.password) serverUrl.password = 'postgres';
-  const dbName = `precise_flood_${Date.now().toString(36)}`;
-  const dbUrl = new URL(serverUrl.toString());
-  dbUrl.pathname = `/${dbName}`;
-  const admin = new pg.Client({ connectionString: serverUrl.toString() });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const db = openPostgres({ connectionString: dbUrl.toString(), max: 2 });
+  const bench = await createBenchDatabase('precise_flood', 2);
+  const { db } = bench;
+  const dbUrl = new URL(bench.url);
   const children: ChildProcess[] = [];
   try {
-    await migrate(db);
     const org = await createOrganization(db, { name: 'Tenant Co' });
     const pk = (await createApiKey(db, { orgId: org.id, kind: 'publishable' })).key;
     log(`machine: ${os.cpus().length} cores (${os.cpus()[0]?.model}); node ${process.versions.node}`);
@@ -220,9 +212,7 @@ async function main() {
     if (args.record) await appendFile(new URL('./RESULTS.md', import.meta.url), `\n${report}`);
   } finally {
     for (const c of children) c.kill('SIGKILL');
-    await db.close();
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await bench.drop();
   }
 }
 

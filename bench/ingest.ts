@@ -25,8 +25,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { createApiKey, createCampaign, createOrganization } from '../core/admin.ts';
-import { migrate } from '../core/db/migrate.ts';
-import { openPostgres } from '../core/db/postgres.ts';
+import { createBenchDatabase } from './bench-database.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -46,11 +45,7 @@ const CONNECTIONS = Number(args.connections);
 const BATCH = Number(args.batch);
 const CHROME = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 
-const serverUrl = new URL(process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/postgres');
-if (!serverUrl.password) serverUrl.password = 'postgres';
-const dbName = `precise_bench_${Date.now().toString(36)}`;
-const dbUrl = new URL(serverUrl.toString());
-dbUrl.pathname = `/${dbName}`;
+let dbUrl: URL;
 
 interface Run {
   label: string;
@@ -66,13 +61,11 @@ interface Run {
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
 async function main() {
-  const admin = new pg.Client({ connectionString: serverUrl.toString() });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const db = openPostgres({ connectionString: dbUrl.toString(), max: 4 });
+  const bench = await createBenchDatabase('precise_bench', 4);
+  const { db } = bench;
+  dbUrl = new URL(bench.url);
   const children: ChildProcess[] = [];
   try {
-    await migrate(db);
     const org = await createOrganization(db, { name: 'Bench Co' });
     const pk = (await createApiKey(db, { orgId: org.id, kind: 'publishable' })).key;
     const sk = (await createApiKey(db, { orgId: org.id, kind: 'secret', scopes: ['ingest'] })).key;
@@ -194,9 +187,7 @@ async function main() {
     if (runs.some((r) => !r.check)) process.exitCode = 1;
   } finally {
     for (const child of children) child.kill('SIGKILL');
-    await db.close();
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await bench.drop();
   }
 }
 
