@@ -1,6 +1,6 @@
 /**
  * Flood benchmark (not a test): does a flood of made-up keys hurt another tenant?
- *   npm run bench:flood [-- --seconds 10 --connections 20 --flood-rate 1500 --flood-connections 100 --record]
+ *   npm run bench:flood [-- --seconds 10 --connections 20 --tenant-rate 600 --flood-rate 1500 --flood-connections 100 --record]
  * Needs a Postgres server: BENCH_DATABASE_URL or DATABASE_URL (default
  * postgres://postgres:postgres@127.0.0.1:5432/postgres); a fresh database is created and dropped.
  * The server is `npm start`'s HTTP stack (nodeServices + startHttpServer, default limits) with
@@ -34,6 +34,11 @@ const { values: args, positionals } = parseArgs({
     seconds: { type: 'string', default: '10' },
     /** the tenant's closed-loop connections */
     connections: { type: 'string', default: '20' },
+    /**
+     * the tenant's requests per second, sent at that rate whatever the answers (open loop, as
+     * pages send pixels); unset: closed loop, as fast as the server answers (its capacity)
+     */
+    'tenant-rate': { type: 'string' },
     /** flood requests per second (fixed rate), over this many connections */
     'flood-rate': { type: 'string', default: '1500' },
     'flood-connections': { type: 'string', default: '100' },
@@ -201,7 +206,7 @@ async function main() {
     const report = [
       `### ${new Date().toISOString().slice(0, 10)}: flood, ${os.cpus().length} cores, Postgres on the same machine`,
       '',
-      `Tenant: autocannon in the bench process, ${args.connections} connections, ${SECONDS} s per run, one valid pk_ key; flood: a raw-socket generator in its own process at ${args['flood-rate']} requests/s over ${args['flood-connections']} keep-alive connections; server: the Node stack with default limits, TRUST_PROXY=true, in its own process; Node ${process.versions.node}. ${args.rounds} rounds, interleaved; each row is the median round (tenant 2xx/s of every round: ${spread}).`,
+      `Tenant: autocannon in the bench process, ${args.connections} connections, ${args['tenant-rate'] ? `open loop at ${args['tenant-rate']} requests/s` : 'closed loop (as fast as answered)'}, ${SECONDS} s per run, one valid pk_ key; flood: a raw-socket generator in its own process at ${args['flood-rate']} requests/s over ${args['flood-connections']} keep-alive connections; server: the Node stack with default limits, TRUST_PROXY=true, in its own process; Node ${process.versions.node}. ${args.rounds} rounds, interleaved; each row is the median round (tenant 2xx/s of every round: ${spread}).`,
       '',
       ...table,
       '',
@@ -238,7 +243,13 @@ async function tenantLoad(url: string, seconds: number, label: string) {
   const started = performance.now();
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
-      { url, connections: Number(args.connections), duration: seconds, headers: { 'user-agent': CHROME, 'x-forwarded-for': '203.0.113.10' } },
+      {
+        url,
+        connections: Number(args.connections),
+        duration: seconds,
+        headers: { 'user-agent': CHROME, 'x-forwarded-for': '203.0.113.10' },
+        ...(args['tenant-rate'] ? { overallRate: Number(args['tenant-rate']) } : {}),
+      },
       (error, done) => (error ? reject(error) : resolve(done)),
     );
     if (label !== 'warm-up') {
