@@ -13,11 +13,12 @@
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { appendFile, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import { publishReport } from './report.ts';
 import { createApiKey, createOrganization } from '../core/admin.ts';
 import { openPostgres } from '../core/db/postgres.ts';
 
@@ -428,7 +429,7 @@ async function main() {
     log: (line) => console.log(line),
   };
   const results = await runFaults(options);
-  const report = [
+  await publishReport([
     `### ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores, Postgres ${postgresVersion()} (a throwaway cluster) on the same machine`,
     '',
     `${options.pixels} pixels per scenario started at ${options.rate}/s, at most ${options.concurrency} in flight, ` +
@@ -439,9 +440,7 @@ async function main() {
     '',
     ...verdicts(results).map((line) => `- ${line}`),
     '',
-  ].join('\n');
-  console.log(`\n${report}`);
-  if (args.record) await appendFile(new URL('./RESULTS.md', import.meta.url), `\n${report}`);
+  ], args.record);
   if (!faultsMet(results)) process.exitCode = 1;
 }
 

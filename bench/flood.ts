@@ -15,11 +15,11 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { appendFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { publishReport } from './report.ts';
 import { createApiKey, createOrganization } from '../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { parseNodeConfig } from '../core/config.ts';
@@ -203,7 +203,7 @@ async function main() {
       `flood from random addresses: tenant at ${(ratio(b) * 100).toFixed(0)} % of alone (target ≥ 80 %) ${met(b)}`,
       `flood from one address: tenant at ${(ratio(c) * 100).toFixed(0)} % of alone (target ≥ 80 %) ${met(c)}`,
     ];
-    const report = [
+    await publishReport([
       `### ${new Date().toISOString().slice(0, 10)}: flood, ${os.cpus().length} cores, Postgres on the same machine`,
       '',
       `Tenant: autocannon in the bench process, ${args.connections} connections, ${args['tenant-rate'] ? `open loop at ${args['tenant-rate']} requests/s` : 'closed loop (as fast as answered)'}, ${SECONDS} s per run, one valid pk_ key; flood: a raw-socket generator in its own process at ${args['flood-rate']} requests/s over ${args['flood-connections']} keep-alive connections; server: the Node stack with default limits, TRUST_PROXY=true, in its own process; Node ${process.versions.node}. ${args.rounds} rounds, interleaved; each row is the median round (tenant 2xx/s of every round: ${spread}).`,
@@ -212,9 +212,7 @@ async function main() {
       '',
       ...targets.map((t) => `- ${t}`),
       '',
-    ].join('\n');
-    log(`\n${report}`);
-    if (args.record) await appendFile(new URL('./RESULTS.md', import.meta.url), `\n${report}`);
+    ], args.record);
   } finally {
     for (const c of children) c.kill('SIGKILL');
     await bench.drop();

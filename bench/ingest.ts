@@ -16,7 +16,6 @@
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { appendFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +23,7 @@ import { Readable } from 'node:stream';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { publishReport } from './report.ts';
 import { createApiKey, createCampaign, createOrganization } from '../core/admin.ts';
 import { createBenchDatabase } from './bench-database.ts';
 
@@ -172,7 +172,7 @@ async function main() {
         `with 20 connections p99 is ${bFew.p99} ms at ${Math.round(bFew.eventsPerSecond)}/s`,
       ...(f ? [`workerd pixel (Miniflare, local) / a = ${ratio(f.eventsPerSecond, a.eventsPerSecond)} (relative figure only)`] : []),
     ];
-    const report = [
+    await publishReport([
       `### ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Postgres on the same machine`,
       '',
       `autocannon from a separate process, ${CONNECTIONS} connections, ${REQUESTS} pixel requests per run, ${BATCH_REQUESTS} × ${BATCH} events for the batch API; Node ${process.versions.node}.`,
@@ -181,9 +181,7 @@ async function main() {
       '',
       ...targets.map((t) => `- ${t}`),
       '',
-    ].join('\n');
-    log(`\n${report}`);
-    if (args.record) await appendFile(new URL('./RESULTS.md', import.meta.url), `\n${report}`);
+    ], args.record);
     if (runs.some((r) => !r.check)) process.exitCode = 1;
   } finally {
     for (const child of children) child.kill('SIGKILL');

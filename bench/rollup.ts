@@ -9,10 +9,10 @@
  *   - one incremental step folding in 100k new events on top of each history (target: the step
  *     on the largest history within 1.5× of the step on the smallest: cost follows new data).
  */
-import { appendFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { publishReport } from './report.ts';
 import { createOrganization } from '../core/admin.ts';
 import { migrate } from '../core/db/migrate.ts';
 import { openPostgres } from '../core/db/postgres.ts';
@@ -147,7 +147,7 @@ async function main() {
       rows.filter((r) => r.startsWith('| full')).map((r) => r.split('|')[column]!.trim()).join(', ');
     const smallest = increments[0]!;
     const largest = increments[increments.length - 1]!;
-    const report = [
+    await publishReport([
       `### ${new Date().toISOString().slice(0, 10)}: rollup, ${os.cpus().length} cores, Postgres on the same machine`,
       '',
       '| run | time | events/s | bare GROUP BY, finest grain | rollup / it | bare GROUP BY over the rollup\'s keys | rollup / it | points written |',
@@ -158,9 +158,7 @@ async function main() {
       `- full rollup / bare GROUP BY over the rollup's keys (target ≤ 2): ${fullRatios(7)}`,
       `- incremental step on ${largest.history.toLocaleString('en-US')} / on ${smallest.history.toLocaleString('en-US')} = ${(largest.ms / smallest.ms).toFixed(2)} (target ≤ 1.5) ${largest.ms / smallest.ms <= 1.5 ? 'met' : 'MISSED'}`,
       '',
-    ].join('\n');
-    log(`\n${report}`);
-    if (args.record) await appendFile(new URL('./RESULTS.md', import.meta.url), `\n## Rollup (\`npm run bench:rollup -- --record\`)\n\n${report}`);
+    ], args.record, '## Rollup (`npm run bench:rollup -- --record`)\n\n');
   } finally {
     await db.close();
     await admin.query(`drop database if exists ${dbName} with (force)`);

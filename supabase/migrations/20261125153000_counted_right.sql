@@ -122,14 +122,19 @@ as $$
     select h.*,
            case when coalesce(cc.allowed, true) then h.from_campaign_id end as final_campaign_id,
            cc.allowed = false as campaign_unowned,
-           coalesce((select array_agg(a.asset_id order by a.ord) from unnest(h.from_asset_ids) with ordinality as a(asset_id, ord)
-                     join asset_checks x on x.org_id = h.org_id and x.asset_id = a.asset_id where x.allowed), '{}') as final_asset_ids,
-           (select array_agg(a.asset_id order by a.ord) from unnest(h.from_asset_ids) with ordinality as a(asset_id, ord)
-              join asset_checks x on x.org_id = h.org_id and x.asset_id = a.asset_id where not x.allowed) as unowned_asset_ids,
+           coalesce(assets.allowed, '{}') as final_asset_ids,
+           assets.unowned as unowned_asset_ids,
            h.type = any (coalesce(t.types, private.conversion_types('{}'))) as is_conversion
     from inherited h
     left join campaign_checks cc on cc.org_id = h.org_id and cc.campaign_id = h.from_campaign_id
     left join conversion_types t on t.org_id = h.org_id
+    -- the event's assets split in one pass, in the order it named them
+    cross join lateral (
+      select array_agg(a.asset_id order by a.ord) filter (where x.allowed) as allowed,
+             array_agg(a.asset_id order by a.ord) filter (where not x.allowed) as unowned
+      from unnest(h.from_asset_ids) with ordinality as a(asset_id, ord)
+      join asset_checks x on x.org_id = h.org_id and x.asset_id = a.asset_id
+    ) assets
   ),
   claimed as (
     insert into public.event_ids (org_id, event_id, occurred_at)
@@ -160,7 +165,7 @@ $$;
 
 -- Inserts p_events; a row Postgres refuses is found by halving (about 2·log2(n) subtransactions
 -- per bad row, where one per row overflowed the snapshot's subtransaction cache past 64).
--- Returns { "inserted": ["org_id event_id", ...], "failed": [[org_id, event_id, reason, sqlstate], ...] }.
+-- Returns { "inserted": ["org_id event_id", ...], "failed": [[org_id, event_id, reason, sqlstate, row], ...] }.
 create function private.insert_events_isolating(p_events jsonb) returns jsonb
 language plpgsql
 set search_path = ''
@@ -183,7 +188,7 @@ begin
   exception when data_exception or integrity_constraint_violation then
     if v_count = 1 then
       return jsonb_build_object('inserted', '[]'::jsonb, 'failed', jsonb_build_array(jsonb_build_array(
-        p_events -> 0 ->> 'org_id', p_events -> 0 ->> 'event_id', sqlerrm, sqlstate)));
+        p_events -> 0 ->> 'org_id', p_events -> 0 ->> 'event_id', sqlerrm, sqlstate, p_events -> 0)));
     end if;
   end;
   v_half := v_count / 2;
@@ -222,18 +227,14 @@ begin
   v_failed := array(select (f ->> 0) || ' ' || (f ->> 1) from jsonb_array_elements(v_result -> 'failed') f);
 
   insert into public.failed_events (org_id, source, reason_code, reason, payload, payload_truncated, properties)
-  select (e.value ->> 'org_id')::uuid,
-         coalesce(e.value -> 'context' ->> 'source', 'ingest'),
+  select (f ->> 0)::uuid,
+         coalesce(f -> 4 -> 'context' ->> 'source', 'ingest'),
          'db_rejected',
          f ->> 2,
-         left(e.value::text, 65536),
-         length(e.value::text) > 65536,
+         left((f -> 4)::text, 65536),
+         length((f -> 4)::text) > 65536,
          jsonb_build_object('payload_format', 'canonical', 'sqlstate', f ->> 3)
-  from jsonb_array_elements(v_result -> 'failed') f
-  join lateral (
-    select x.value from jsonb_array_elements(v_events) x
-    where x.value ->> 'org_id' = f ->> 0 and x.value ->> 'event_id' = f ->> 1
-    limit 1) e on true;
+  from jsonb_array_elements(v_result -> 'failed') f;
 
   insert into public.failed_events (org_id, source, reason_code, reason, field, payload, payload_truncated, properties, received_at)
   select f.org_id, f.source, f.reason_code, f.reason, f.field, f.payload, coalesce(f.payload_truncated, false),
