@@ -13,7 +13,7 @@
 import { parseNodeConfig } from '../core/config.ts';
 import { openPostgres } from '../core/db/postgres.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
-import { startStack } from '../core/stack.ts';
+import { startStack } from '../cli/stack.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 
 const config = parseNodeConfig({

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { main } from '../../core/cli/main.ts';
+import { main } from '../../cli/main.ts';
 import { openEmbeddedPglite } from '../../core/db/embedded.ts';
 import type { Database } from '../../core/db/port.ts';
 import { BACKEND, createEmptyDatabase, type TestDatabase } from './database.ts';

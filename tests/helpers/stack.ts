@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.url));
+const PRECISE = fileURLToPath(new URL('../../cli/precise.mjs', import.meta.url));
 
 export interface RunningStack {
   child: ChildProcess;

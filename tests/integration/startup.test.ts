@@ -7,11 +7,11 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
-import { main } from '../../core/cli/main.ts';
+import { main } from '../../cli/main.ts';
 import { runCli } from '../helpers/cli.ts';
 import { startStackProcess } from '../helpers/stack.ts';
 
-const PRECISE = fileURLToPath(new URL('../../core/cli/precise.mjs', import.meta.url));
+const PRECISE = fileURLToPath(new URL('../../cli/precise.mjs', import.meta.url));
 
 /** `precise start` as a real child process, the way `npm start` runs it. */
 const startPrecise = (env: Record<string, string>) => startStackProcess(env, 60_000);

@@ -1,10 +1,10 @@
-import type { NodeConfig } from './config.ts';
-import { openEmbeddedPglite, lockDataDir, readStackState, servePglite } from './db/embedded.ts';
-import { PreciseError } from './errors.ts';
-import { migrate } from './db/migrate.ts';
-import { openPostgres } from './db/postgres.ts';
-import type { Database } from './db/port.ts';
-import { loadServerSecret } from './server-secret.ts';
+import type { NodeConfig } from '../core/config.ts';
+import { openEmbeddedPglite, lockDataDir, readStackState, servePglite } from '../core/db/embedded.ts';
+import { PreciseError } from '../core/errors.ts';
+import { migrate } from '../core/db/migrate.ts';
+import { openPostgres } from '../core/db/postgres.ts';
+import type { Database } from '../core/db/port.ts';
+import { loadServerSecret } from '../core/server-secret.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 import { startScheduler, type Scheduler } from '../scheduled/scheduler.ts';
 

@@ -1,26 +1,26 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { assertUuid, createApiKey, createCampaign, createIntegration, createOrganization } from '../admin.ts';
-import { webhookSecret } from '../webhook.ts';
-import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../ingest/replay.ts';
+import { assertUuid, createApiKey, createCampaign, createIntegration, createOrganization } from '../core/admin.ts';
+import { webhookSecret } from '../core/webhook.ts';
+import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../core/ingest/replay.ts';
 import { progressBar } from './progress.ts';
-import { KeyCache, sqlKeyStore } from '../auth.ts';
-import { parseDestination, signClick } from '../click.ts';
-import { deriveSecret } from '../secrets.ts';
-import { loadServerSecret } from '../server-secret.ts';
-import { parseNodeConfig, type NodeConfig } from '../config.ts';
-import { DataDirBusyError } from '../db/embedded.ts';
-import { migrate } from '../db/migrate.ts';
-import { PreciseError } from '../errors.ts';
-import type { KeyKind, KeyScope } from '../keys.ts';
-import { jobDefaults, startStack, startWorker } from '../stack.ts';
-import { findJob, JOBS } from '../../scheduled/jobs/index.ts';
-import { jobsStatus } from '../../scheduled/status.ts';
-import { runRollup } from '../../scheduled/jobs/rollup.ts';
+import { KeyCache, sqlKeyStore } from '../core/auth.ts';
+import { parseDestination, signClick } from '../core/click.ts';
+import { deriveSecret } from '../core/secrets.ts';
+import { loadServerSecret } from '../core/server-secret.ts';
+import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
+import { DataDirBusyError } from '../core/db/embedded.ts';
+import { migrate } from '../core/db/migrate.ts';
+import { PreciseError } from '../core/errors.ts';
+import type { KeyKind, KeyScope } from '../core/keys.ts';
+import { jobDefaults, startStack, startWorker } from './stack.ts';
+import { findJob, JOBS } from '../scheduled/jobs/index.ts';
+import { jobsStatus } from '../scheduled/status.ts';
+import { runRollup } from '../scheduled/jobs/rollup.ts';
 import { withCliDatabase } from './database.ts';
 
-const SEED_FILE = fileURLToPath(new URL('../../supabase/seed.sql', import.meta.url));
+const SEED_FILE = fileURLToPath(new URL('../supabase/seed.sql', import.meta.url));
 
 /** Where a command writes; tests pass their own. */
 export interface CliIo {

@@ -1,8 +1,8 @@
-import type { NodeConfig } from '../config.ts';
-import { lockDataDir, openEmbeddedPglite, readStackState } from '../db/embedded.ts';
-import { migrate } from '../db/migrate.ts';
-import { openPostgres } from '../db/postgres.ts';
-import type { Database } from '../db/port.ts';
+import type { NodeConfig } from '../core/config.ts';
+import { lockDataDir, openEmbeddedPglite, readStackState } from '../core/db/embedded.ts';
+import { migrate } from '../core/db/migrate.ts';
+import { openPostgres } from '../core/db/postgres.ts';
+import type { Database } from '../core/db/port.ts';
 
 /**
  * The database a CLI command works on: DATABASE_URL; else the socket of a running
