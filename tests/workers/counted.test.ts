@@ -2,7 +2,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from 'clou
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
-import worker from '../../functions/worker.ts';
+import worker from '../../worker.ts';
 import type { QueueMessage } from '../../functions/sinks/queue.ts';
 import { canonicalEvent } from '../helpers/events.ts';
 

@@ -6,13 +6,13 @@ import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
 import type { CanonicalEvent } from '../../core/events/canonical.ts';
-import worker from '../../functions/worker.ts';
+import worker from '../../worker.ts';
 import type { QueueMessage } from '../../functions/sinks/queue.ts';
 import { retryDelaySeconds } from '../../functions/queue-consumer.ts';
 
 // The Worker inside workerd (Miniflare): HTTP in, the Cloudflare Queue, the consumer, and
 // Postgres (PGlite on a socket, or a real Postgres) through the Hyperdrive binding.
-// Not closed at the end: the runtime closes the socket with the test isolate (see worker.ts).
+// Not closed at the end: the runtime closes the socket with the test isolate (see functions/edge.ts).
 const db = openPostgresJs({ connectionString: env.TEST_DATABASE_URL, max: 2 });
 
 const CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';

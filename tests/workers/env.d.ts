@@ -11,7 +11,7 @@ declare global {
       TEST_INTEGRATION_ID: string;
     }
     interface GlobalProps {
-      mainModule: typeof import('../../functions/worker.ts');
+      mainModule: typeof import('../../worker.ts');
     }
   }
 }

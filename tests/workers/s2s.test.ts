@@ -58,7 +58,7 @@ describe('postbacks and webhooks in workerd', () => {
 describe('cron triggers in workerd', () => {
   it('rolls up what arrived when the minute trigger fires', async () => {
     const { createExecutionContext, createScheduledController, waitOnExecutionContext } = await import('cloudflare:test');
-    const { default: worker } = await import('../../functions/worker.ts');
+    const { default: worker } = await import('../../worker.ts');
     const batch = await request('/v1/events', {
       method: 'POST',
       headers: { authorization: `Bearer ${env.TEST_INGEST_KEY}` },

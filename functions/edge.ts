@@ -19,8 +19,6 @@ import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
 import { sqlMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
-import { partitionUpkeepJob } from '../scheduled/jobs/partition-upkeep.ts';
-import { rollupJob } from '../scheduled/jobs/rollup.ts';
 import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
@@ -29,7 +27,7 @@ import { directSink } from './sinks/direct.ts';
 import { queueSink, type QueueMessage } from './sinks/queue.ts';
 
 /**
- * The Cloudflare Worker entry: `fetch` serves the Hono app; `queue` consumes the event queue
+ * The Cloudflare Worker's wiring: `fetch` serves the Hono app; `queue` consumes the event queue
  * (and its dead-letter queue). Workers may not share I/O between requests, so each request
  * (or queue delivery) opens its own database client, which Hyperdrive makes cheap; only the key
  * cache's entries live on in the isolate.
@@ -145,22 +143,9 @@ function edgeServices(env: Bindings): Services {
 
 const app = createApp({ services: edgeServices });
 
-/**
- * Cron triggers, for a deployment without a Node worker: the rollup every minute, partition
- * upkeep daily ("7 0 * * *"). The same SQL functions as the pg-boss jobs; a run that finds
- * another one in progress (a Node worker, an overlapping trigger) returns skipped.
- */
-async function runScheduled(cron: string, env: Bindings): Promise<void> {
-  const backend = edgeBackend(env);
-  if (!backend.readDb) throw new PreciseError('config_invalid', 'scheduled jobs need DB_DRIVER=hyperdrive');
-  const job = cron === '7 0 * * *' ? partitionUpkeepJob : rollupJob;
-  const result = await job.run(backend.readDb, {});
-  console.log(`scheduled ${job.name}: ${JSON.stringify(result)}`);
-}
-
-export default {
+/** HTTP (the Hono app) and the event queue's consumer; the Worker entry (worker.ts) adds the cron jobs. */
+export const edgeHandlers = {
   fetch: app.fetch,
-  scheduled: (controller, env, ctx) => ctx.waitUntil(runScheduled(controller.cron, env)),
   async queue(batch, env) {
     const backend = edgeBackend(env);
     try {
