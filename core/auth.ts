@@ -1,4 +1,5 @@
 import type { Queryable } from './db/port.ts';
+import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import { digestsEqual, hashKey, kindOfKey, type KeyKind, type KeyScope } from './keys.ts';
 import { TtlCache, type LookupAdmission, type TtlCacheEntries, type TtlCacheOptions } from './ttl-cache.ts';
 
@@ -42,6 +43,16 @@ export function sqlKeyStore(db: Queryable): KeyStore {
         [limit],
       );
       return rows;
+    },
+  };
+}
+
+/** The same lookup through supabase-js rpc (a Supabase edge deployment); no warm-up there. */
+export function supabaseKeyStore(client: SupabaseClient): KeyStore {
+  return {
+    async findByHash(hash) {
+      const rows = await callRpc<Array<ResolvedKey & { key_hash: string }>>(client, 'resolve_api_key', { p_key_hash: hash });
+      return rows[0] ?? null;
     },
   };
 }

@@ -1,4 +1,5 @@
 import type { Queryable } from './db/port.ts';
+import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import { TtlCache, type TtlCacheOptions } from './ttl-cache.ts';
 
 /**
@@ -17,6 +18,15 @@ export function sqlCampaignStore(db: Queryable): CampaignStore {
         [orgId, campaignId],
       );
       return rows[0]?.properties ?? null;
+    },
+  };
+}
+
+export function supabaseCampaignStore(client: SupabaseClient): CampaignStore {
+  return {
+    async properties(orgId, campaignId) {
+      const properties = await callRpc<Record<string, unknown> | null>(client, 'campaign_properties', { p_org_id: orgId, p_campaign_id: campaignId });
+      return properties ?? null;
     },
   };
 }

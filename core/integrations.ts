@@ -1,9 +1,10 @@
 import type { Queryable } from './db/port.ts';
+import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import type { EventContext } from './events/canonical.ts';
 import { isStorableText } from './events/json-bounds.ts';
 import { PreciseError } from './errors.ts';
 import type { IngestBatch } from './ingest/batch.ts';
-import { parseIngestResult, type IngestResult } from './ingest/writer.ts';
+import { parseIngestResult, type IngestResult, type RawIngestResult } from './ingest/writer.ts';
 import { TtlCache, type TtlCacheEntries } from './ttl-cache.ts';
 import { mapPayload, parseMapping, webhookEventId, type MappedItem } from './webhook.ts';
 
@@ -36,11 +37,32 @@ export function sqlWebhookStore(db: Queryable): WebhookStore {
       return rows[0]?.id ?? null;
     },
     async ingest(integrationId, deliveryId, batch) {
-      const { rows } = await db.query<{ result: { replayed: boolean } & Parameters<typeof parseIngestResult>[0] }>(
+      const { rows } = await db.query<{ result: { replayed: boolean } & RawIngestResult }>(
         'select public.ingest_webhook($1, $2, $3::text::jsonb) as result',
         [integrationId, deliveryId, JSON.stringify(batch)],
       );
       const result = rows[0]!.result;
+      return result.replayed ? { replayed: true } : { replayed: false, ...parseIngestResult(result) };
+    },
+  };
+}
+
+export function supabaseWebhookStore(client: SupabaseClient): WebhookStore {
+  return {
+    async integration(id) {
+      const rows = await callRpc<IntegrationRecord[]>(client, 'webhook_integration', { p_integration_id: id });
+      return rows[0] ?? null;
+    },
+    async campaignByExternalId(orgId, externalId) {
+      const id = await callRpc<string | null>(client, 'campaign_by_external_id', { p_org_id: orgId, p_external_id: externalId });
+      return id ?? null;
+    },
+    async ingest(integrationId, deliveryId, batch) {
+      const result = await callRpc<{ replayed: boolean } & RawIngestResult>(client, 'ingest_webhook', {
+        p_integration_id: integrationId,
+        p_signature_hash: deliveryId,
+        p_batch: batch,
+      });
       return result.replayed ? { replayed: true } : { replayed: false, ...parseIngestResult(result) };
     },
   };

@@ -1,4 +1,5 @@
 import type { Queryable } from './db/port.ts';
+import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import { PreciseError } from './errors.ts';
 
 /**
@@ -134,6 +135,23 @@ export function sqlMetricsReader(db: Queryable): MetricsReader {
       );
       return rows[0]!.result;
     },
+  };
+}
+
+export function supabaseMetricsReader(client: SupabaseClient): MetricsReader {
+  return {
+    buckets: (query, metrics) =>
+      callRpc<MetricBuckets>(client, 'metric_buckets', {
+        p_org_id: query.orgId,
+        p_entity_type: query.entityType,
+        p_entity_id: query.entityId,
+        p_metrics: metrics,
+        p_from: query.from,
+        p_to: query.to,
+        p_granularity: query.granularity,
+        p_time_zone: query.timeZone,
+        p_currency: query.currency ?? null,
+      }),
   };
 }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { normaliseEvent, type CanonicalEvent, type NormaliseOptions } from './events/canonical.ts';
 import type { Queryable } from './db/port.ts';
+import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import { PreciseError } from './errors.ts';
 
 /**
@@ -239,4 +240,8 @@ export function sqlPostbackRecorder(db: Queryable): PostbackRecorder {
       return rows[0]!.result;
     },
   };
+}
+
+export function supabasePostbackRecorder(client: SupabaseClient): PostbackRecorder {
+  return { record: (event) => callRpc<PostbackResult>(client, 'record_postback', { p_event: event }) };
 }

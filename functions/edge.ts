@@ -1,25 +1,17 @@
-import { KeyCache, sqlKeyStore, type KeyCacheEntries } from '../core/auth.ts';
+import { KeyCache, sqlKeyStore, supabaseKeyStore, type KeyCacheEntries } from '../core/auth.ts';
 import { parseLimitsConfig } from '../core/config.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
 import { PreciseError } from '../core/errors.ts';
-import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
-import {
-  pingSupabase,
-  supabaseCampaignStore,
-  supabaseEventWriter,
-  supabaseKeyStore,
-  supabaseMetricsReader,
-  supabasePostbackRecorder,
-  supabaseServiceClient,
-  supabaseWebhookStore,
-} from '../core/ingest/supabase.ts';
-import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
-import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
+import { CampaignCache, sqlCampaignStore, supabaseCampaignStore } from '../core/campaigns.ts';
+import { pingSupabase } from '../core/db/supabase.ts';
+import { supabaseServiceClient } from '../core/db/supabase-client.ts';
+import { sqlWebhookStore, supabaseWebhookStore, Webhooks } from '../core/integrations.ts';
+import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
-import { sqlMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
-import { sqlEventWriter, type EventWriter } from '../core/ingest/writer.ts';
+import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
+import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
 import { consumeEventQueue } from './queue-consumer.ts';

@@ -1,4 +1,5 @@
 import type { Queryable } from '../db/port.ts';
+import { callRpc, type SupabaseClient } from '../db/supabase.ts';
 import { boundedJson } from '../events/json-bounds.ts';
 import { eventKey, failureRecord, type EventOutcome, type IngestBatch } from './batch.ts';
 
@@ -19,14 +20,15 @@ export interface EventWriter {
   write(batch: IngestBatch): Promise<IngestResult>;
 }
 
-interface RawResult {
+/** What public.ingest_events returns (ingest_webhook adds `replayed`). */
+export interface RawIngestResult {
   inserted: number;
   duplicates: Array<[string, string]>;
   failed: Array<[string, string, string]>;
   failures_stored: number;
 }
 
-export function parseIngestResult(raw: RawResult): IngestResult {
+export function parseIngestResult(raw: RawIngestResult): IngestResult {
   return {
     inserted: raw.inserted,
     duplicates: new Set(raw.duplicates.map(([org, id]) => `${org} ${id}`)),
@@ -40,11 +42,17 @@ export function sqlEventWriter(db: Queryable): EventWriter {
     async write(batch) {
       // Sent as text and cast: drivers that learn the parameter is jsonb would encode the
       // JSON string a second time.
-      const { rows } = await db.query<{ result: RawResult }>('select public.ingest_events($1::text::jsonb) as result', [
+      const { rows } = await db.query<{ result: RawIngestResult }>('select public.ingest_events($1::text::jsonb) as result', [
         JSON.stringify(batch),
       ]);
       return parseIngestResult(rows[0]!.result);
     },
+  };
+}
+
+export function supabaseEventWriter(client: SupabaseClient): EventWriter {
+  return {
+    write: async (batch) => parseIngestResult(await callRpc<RawIngestResult>(client, 'ingest_events', { p_batch: batch })),
   };
 }
 

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createCampaign, createOrganization } from '../../core/admin.ts';
-import { KeyCache } from '../../core/auth.ts';
-import { supabaseKeyStore, supabaseMetricsReader, supabaseServiceClient } from '../../core/ingest/supabase.ts';
+import { KeyCache, supabaseKeyStore } from '../../core/auth.ts';
+import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
+import { supabaseMetricsReader } from '../../core/metrics-query.ts';
 import { createApp } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';

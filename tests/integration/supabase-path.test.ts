@@ -1,18 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createOrganization } from '../../core/admin.ts';
-import { KeyCache } from '../../core/auth.ts';
-import { CampaignCache } from '../../core/campaigns.ts';
-import {
-  pingSupabase,
-  supabaseCampaignStore,
-  supabaseEventWriter,
-  supabaseKeyStore,
-  supabaseMetricsReader,
-  supabasePostbackRecorder,
-  supabaseServiceClient,
-  supabaseWebhookStore,
-} from '../../core/ingest/supabase.ts';
-import { Webhooks } from '../../core/integrations.ts';
+import { KeyCache, supabaseKeyStore } from '../../core/auth.ts';
+import { CampaignCache, supabaseCampaignStore } from '../../core/campaigns.ts';
+import { pingSupabase } from '../../core/db/supabase.ts';
+import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
+import { supabaseEventWriter } from '../../core/ingest/writer.ts';
+import { supabaseWebhookStore, Webhooks } from '../../core/integrations.ts';
+import { supabaseMetricsReader } from '../../core/metrics-query.ts';
+import { supabasePostbackRecorder } from '../../core/postback.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { createApp } from '../../functions/app.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
