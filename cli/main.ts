@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { assertUuid, createApiKey, createCampaign, createIntegration, createOrganization } from '../core/admin.ts';
-import { webhookSecret } from '../core/webhook.ts';
+import { webhookSecret } from '../core/webhooks/delivery.ts';
 import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../core/ingest/replay.ts';
 import { progressBar } from './progress.ts';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';

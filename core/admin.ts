@@ -1,6 +1,6 @@
 import type { Database, TransactionHandle } from './db/port.ts';
 import { PreciseError } from './errors.ts';
-import { parseMapping } from './webhook.ts';
+import { parseMapping } from './webhooks/delivery.ts';
 import { displayPrefix, generateKey, hashKey, KEY_SCOPES, type KeyKind, type KeyScope } from './keys.ts';
 
 /**

@@ -5,7 +5,7 @@ import { PreciseError } from '../core/errors.ts';
 import { CampaignCache, sqlCampaignStore, supabaseCampaignStore } from '../core/campaigns.ts';
 import { pingSupabase } from '../core/db/supabase.ts';
 import { supabaseServiceClient } from '../core/db/supabase-client.ts';
-import { sqlWebhookStore, supabaseWebhookStore, Webhooks } from '../core/integrations.ts';
+import { sqlWebhookStore, supabaseWebhookStore, Webhooks } from '../core/webhooks/integrations.ts';
 import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
 import type { TtlCacheEntries } from '../core/ttl-cache.ts';

@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import type { ResolvedKey, KeyResolver } from '../core/auth.ts';
 import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
-import type { Webhooks } from '../core/integrations.ts';
+import type { Webhooks } from '../core/webhooks/integrations.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { RateLimitBinding, RateLimits } from '../core/rate-limit.ts';

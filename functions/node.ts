@@ -5,7 +5,7 @@ import type { Server as NetServer } from 'node:net';
 import { KeyCache, sqlKeyStore } from '../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../core/postback.ts';
-import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
+import { sqlWebhookStore, Webhooks } from '../core/webhooks/integrations.ts';
 import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
 import { inProcessLimits } from '../core/rate-limit.ts';
 import type { Database } from '../core/db/port.ts';

@@ -2,7 +2,7 @@ import type { Database } from '../db/port.ts';
 import { PreciseError } from '../errors.ts';
 import { normaliseEvent, type CanonicalEvent, type EventContext, type Rejection } from '../events/canonical.ts';
 import { pixelInput } from '../events/pixel-params.ts';
-import { prepareWebhookItems, sqlWebhookStore, Webhooks, webhookItems, type IntegrationRecord } from '../integrations.ts';
+import { prepareWebhookItems, sqlWebhookStore, Webhooks, webhookItems, type IntegrationRecord } from '../webhooks/integrations.ts';
 import { normalisePostback, sqlPostbackRecorder, transitionRefused } from '../postback.ts';
 import { eventKey } from './batch.ts';
 import { sqlEventWriter } from './writer.ts';

@@ -4,8 +4,8 @@ import { PreciseError } from '../../core/errors.ts';
 import { boundedJson, jsonDepth, cutDeeperThan } from '../../core/events/json-bounds.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
-import { prepareWebhookItems, webhookItems, type IntegrationRecord } from '../../core/integrations.ts';
-import { parseMapping, verifyWebhookSignature, webhookSecret } from '../../core/webhook.ts';
+import { prepareWebhookItems, webhookItems, type IntegrationRecord } from '../../core/webhooks/integrations.ts';
+import { parseMapping, verifyWebhookSignature, webhookSecret } from '../../core/webhooks/delivery.ts';
 import type { AppEnv } from '../env.ts';
 import { countOutcomes, normaliseInputs, serverRequestContext } from '../ingest.ts';
 

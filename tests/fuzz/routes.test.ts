@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createCampaign, createIntegration } from '../../core/admin.ts';
 import { signClick } from '../../core/click.ts';
 import { deriveSecret } from '../../core/secrets.ts';
-import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { signWebhook, webhookSecret } from '../../core/webhooks/delivery.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
 import {

@@ -2,7 +2,7 @@ import { createApiKey, createOrganization } from '../../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../../core/auth.ts';
 import { CampaignCache, sqlCampaignStore } from '../../core/campaigns.ts';
 import { sqlPostbackRecorder } from '../../core/postback.ts';
-import { sqlWebhookStore, Webhooks } from '../../core/integrations.ts';
+import { sqlWebhookStore, Webhooks } from '../../core/webhooks/integrations.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
 import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
 import { sqlMetricsReader } from '../../core/metrics-query.ts';

@@ -8,9 +8,9 @@ import { runCli } from '../helpers/cli.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createApiKey, createIntegration } from '../../core/admin.ts';
 import { KeyCache, sqlKeyStore } from '../../core/auth.ts';
-import { sqlWebhookStore, Webhooks } from '../../core/integrations.ts';
+import { sqlWebhookStore, Webhooks } from '../../core/webhooks/integrations.ts';
 import { replayFailedEvents } from '../../core/ingest/replay.ts';
-import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { signWebhook, webhookSecret } from '../../core/webhooks/delivery.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
 
 describe(`failed events: stored, listed, replayed (${BACKEND})`, () => {

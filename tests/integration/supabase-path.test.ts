@@ -5,7 +5,7 @@ import { CampaignCache, supabaseCampaignStore } from '../../core/campaigns.ts';
 import { pingSupabase } from '../../core/db/supabase.ts';
 import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
 import { supabaseEventWriter } from '../../core/ingest/writer.ts';
-import { supabaseWebhookStore, Webhooks } from '../../core/integrations.ts';
+import { supabaseWebhookStore, Webhooks } from '../../core/webhooks/integrations.ts';
 import { supabaseMetricsReader } from '../../core/metrics-query.ts';
 import { supabasePostbackRecorder } from '../../core/postback.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';

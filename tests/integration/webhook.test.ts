@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCampaign, createIntegration } from '../../core/admin.ts';
-import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { signWebhook, webhookSecret } from '../../core/webhooks/delivery.ts';
 import { runCli } from '../helpers/cli.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';

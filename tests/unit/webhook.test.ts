@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mapPayload, parseMapping, signWebhook, verifyWebhookSignature, webhookEventId } from '../../core/webhook.ts';
+import { mapPayload, parseMapping, signWebhook, verifyWebhookSignature, webhookEventId } from '../../core/webhooks/delivery.ts';
 
 describe('webhook signatures', () => {
   const secret = 'whsec_test';

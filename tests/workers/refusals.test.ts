@@ -1,7 +1,7 @@
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
-import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { signWebhook, webhookSecret } from '../../core/webhooks/delivery.ts';
 
 // Every refusal of the click, postback and webhook endpoints, through the Worker in workerd:
 // the same answers as on Node, and nothing stored for any of them.

@@ -1,7 +1,7 @@
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { openPostgresJs } from '../../core/db/postgres-js.ts';
-import { signWebhook, webhookSecret } from '../../core/webhook.ts';
+import { signWebhook, webhookSecret } from '../../core/webhooks/delivery.ts';
 
 // Postbacks and signed webhooks through the Worker in workerd, written through Hyperdrive in
 // the request (they need the log: status rules, replay claims).

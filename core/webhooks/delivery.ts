@@ -1,8 +1,8 @@
 import { createHash, createHmac } from 'node:crypto';
 import { z } from 'zod';
-import { PreciseError } from './errors.ts';
-import { deriveSecret, hexEqual } from './secrets.ts';
-import { boundedJson } from './events/json-bounds.ts';
+import { PreciseError } from '../errors.ts';
+import { deriveSecret, hexEqual } from '../secrets.ts';
+import { boundedJson } from '../events/json-bounds.ts';
 
 /**
  * Signed DSP webhooks: `x-precise-signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, within

@@ -1,12 +1,12 @@
-import type { Queryable } from './db/port.ts';
-import { callRpc, type SupabaseClient } from './db/supabase.ts';
-import type { EventContext } from './events/canonical.ts';
-import { isStorableText } from './events/json-bounds.ts';
-import { PreciseError } from './errors.ts';
-import type { IngestBatch } from './ingest/batch.ts';
-import { parseIngestResult, type IngestResult, type RawIngestResult } from './ingest/writer.ts';
-import { TtlCache, type TtlCacheEntries } from './ttl-cache.ts';
-import { mapPayload, parseMapping, webhookEventId, type MappedItem } from './webhook.ts';
+import type { Queryable } from '../db/port.ts';
+import { callRpc, type SupabaseClient } from '../db/supabase.ts';
+import type { EventContext } from '../events/canonical.ts';
+import { isStorableText } from '../events/json-bounds.ts';
+import { PreciseError } from '../errors.ts';
+import type { IngestBatch } from '../ingest/batch.ts';
+import { parseIngestResult, type IngestResult, type RawIngestResult } from '../ingest/writer.ts';
+import { TtlCache, type TtlCacheEntries } from '../ttl-cache.ts';
+import { mapPayload, parseMapping, webhookEventId, type MappedItem } from './delivery.ts';
 
 /**
  * What the webhook endpoint needs from the database: the integration (org, status, mapping),
