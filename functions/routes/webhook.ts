@@ -4,10 +4,11 @@ import { PreciseError } from '../../core/errors.ts';
 import { boundedJson, jsonDepth, cutDeeperThan } from '../../core/events/json-bounds.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
+import { dedupeBatch, outcomesOf } from '../../core/ingest/writer.ts';
 import { prepareWebhookItems, webhookItems, type IntegrationRecord } from '../../core/webhooks/integrations.ts';
 import { parseMapping, verifyWebhookSignature, webhookSecret } from '../../core/webhooks/delivery.ts';
 import type { AppEnv } from '../env.ts';
-import { countOutcomes, normaliseInputs, serverRequestContext } from '../ingest.ts';
+import { countOutcomes, normaliseInputs, serverRequestContext, withStoreRefusals } from '../ingest.ts';
 
 /**
  * POST /v1/webhooks/:integration: a DSP's signed notification (win notices, impression and
@@ -76,7 +77,7 @@ webhookRoutes.post(
     }
 
     const prepared = await prepareWebhookItems(integration, items, (orgId, externalId) => services.webhooks.campaignByExternalId(orgId, externalId));
-    const { events, failures, rejected } = normaliseInputs(prepared.inputs, {
+    const normalised = normaliseInputs(prepared.inputs, {
       orgId: integration.org_id,
       source: 'webhook',
       context: server.base,
@@ -87,13 +88,13 @@ webhookRoutes.post(
       contextOf: (index) => prepared.contexts[index],
       replayOf: (index) => replayFacts(integration, items[index]!.root),
     });
-    const result = await services.webhooks.store.ingest(integration.id, deliveryKey, { events, failures });
+    // the delivery's claim and its events in one write; the rest as for every other JSON source
+    const batch = { events: normalised.events, failures: normalised.failures };
+    const { unique, repeat } = dedupeBatch(batch);
+    const result = await services.webhooks.store.ingest(integration.id, deliveryKey, unique);
     if (result.replayed) throw replayedDelivery();
-    const outcomes = events.map((event) => {
-      const key = `${event.org_id} ${event.event_id}`;
-      return result.failed.has(key) ? ('failed' as const) : result.duplicates.has(key) ? ('duplicate' as const) : ('stored' as const);
-    });
-    return c.json({ ...countOutcomes(outcomes), rejected });
+    const outcomes = outcomesOf(batch, repeat, result);
+    return c.json({ ...countOutcomes(outcomes), rejected: withStoreRefusals(normalised, outcomes) });
   },
 );
 

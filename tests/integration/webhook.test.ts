@@ -155,6 +155,14 @@ describe(`signed DSP webhooks POST /v1/webhooks/:integration (${BACKEND})`, () =
     expect(body).toEqual({ accepted: 1, duplicates: 0, rejected: [] });
   });
 
+  it('counts an event a delivery repeats once, as the batch API does', async () => {
+    const twice = { event_id: 'twice-1', type: 'click', campaign_id: campaignId };
+    const response = await deliver('canonical', { events: [twice, { ...twice }, { event_id: 'once-1', type: 'click' }] });
+    expect(await response.json()).toEqual({ accepted: 2, duplicates: 1, rejected: [] });
+    const events = (await h.events()).filter((event) => event.event_id === 'twice-1' || event.event_id === 'once-1');
+    expect(events.map((event) => event.event_id).sort()).toEqual(['once-1', 'twice-1']);
+  });
+
   it('refuses a replayed delivery', async () => {
     const payload = JSON.stringify({ events: [{ event_id: 'replay-1', type: 'click' }] });
     const signature = signWebhook(webhookSecret(SERVER_SECRET, integrations.canonical!), now(), payload);
