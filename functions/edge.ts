@@ -1,47 +1,32 @@
-import { KeyCache, sqlKeyStore, supabaseKeyStore, type KeyCacheEntries } from '../core/auth.ts';
 import { parseLimitsConfig } from '../core/config.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
-import { PreciseError } from '../core/errors.ts';
-import { CampaignCache, sqlCampaignStore, supabaseCampaignStore } from '../core/campaigns.ts';
-import { pingSupabase } from '../core/db/supabase.ts';
-import { supabaseServiceClient } from '../core/db/supabase-client.ts';
-import { sqlWebhookStore, supabaseWebhookStore, Webhooks } from '../core/webhooks/integrations.ts';
-import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
-import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
-import type { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
-import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
-import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
+import { supabaseServiceClient } from '../core/db/supabase-client.ts';
+import { PreciseError } from '../core/errors.ts';
+import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
 import { consumeEventQueue } from './queue-consumer.ts';
+import { createServices, sqlStores, supabaseStores, type SharedCaches, type Stores } from './services.ts';
 import { directSink } from './sinks/direct.ts';
 import { queueSink, type QueueMessage } from './sinks/queue.ts';
 
 /**
  * The Cloudflare Worker's wiring: `fetch` serves the Hono app; `queue` consumes the event queue
  * (and its dead-letter queue). Workers may not share I/O between requests, so each request
- * (or queue delivery) opens its own database client, which Hyperdrive makes cheap; only the key
- * cache's entries live on in the isolate.
+ * (or queue delivery) opens its own database client, which Hyperdrive makes cheap; only the
+ * caches' entries live on in the isolate.
  * The database is Postgres through Hyperdrive (DB_DRIVER=hyperdrive, the default) or Supabase
  * through supabase-js rpc (DB_DRIVER=supabase); both call the same SQL functions.
  */
 interface EdgeBackend {
-  writer: EventWriter;
+  stores: Stores;
   /** SQL access for the scheduled jobs; absent on the Supabase rpc path. */
   readDb?: Queryable;
-  metrics: MetricsReader;
-  postbacks: PostbackRecorder;
-  webhooks: Webhooks;
-  keys: KeyCache;
-  campaigns: CampaignCache;
-  ping(): Promise<void>;
   release(): Promise<void>;
 }
 
-const keyEntries: KeyCacheEntries = new Map();
-const campaignEntries: TtlCacheEntries<Record<string, unknown>> = new Map();
-const webhookEntries = { integrations: new Map(), campaigns: new Map() };
+const isolateCaches: SharedCaches = { keys: new Map(), campaigns: new Map(), webhooks: { integrations: new Map(), campaigns: new Map() } };
 
 export function edgeBackend(env: Bindings): EdgeBackend {
   const driver = env.DB_DRIVER ?? 'hyperdrive';
@@ -49,31 +34,15 @@ export function edgeBackend(env: Bindings): EdgeBackend {
     if (!env.SUPABASE_URL || !env.SUPABASE_SERVICE_ROLE_KEY) {
       throw new PreciseError('config_invalid', 'DB_DRIVER=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY');
     }
-    const client = supabaseServiceClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY);
-    return {
-      writer: supabaseEventWriter(client),
-      metrics: supabaseMetricsReader(client),
-      postbacks: supabasePostbackRecorder(client),
-      webhooks: new Webhooks(supabaseWebhookStore(client), webhookEntries),
-      keys: new KeyCache(supabaseKeyStore(client), { entries: keyEntries }),
-      campaigns: new CampaignCache(supabaseCampaignStore(client), { entries: campaignEntries }),
-      ping: () => pingSupabase(client),
-      release: async () => {},
-    };
+    return { stores: supabaseStores(supabaseServiceClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY)), release: async () => {} };
   }
   if (driver !== 'hyperdrive') throw new PreciseError('config_invalid', `DB_DRIVER must be hyperdrive or supabase (got ${driver})`);
   const connectionString = env.HYPERDRIVE?.connectionString ?? env.DATABASE_URL;
   if (!connectionString) throw new PreciseError('config_invalid', 'no database: bind HYPERDRIVE or set DATABASE_URL');
   const db = openPostgresJs({ connectionString, max: 1, applicationName: 'precise-worker' });
   return {
-    writer: sqlEventWriter(db),
+    stores: sqlStores(db),
     readDb: db,
-    metrics: sqlMetricsReader(db),
-    postbacks: sqlPostbackRecorder(db),
-    webhooks: new Webhooks(sqlWebhookStore(db), webhookEntries),
-    keys: new KeyCache(sqlKeyStore(db), { entries: keyEntries }),
-    campaigns: new CampaignCache(sqlCampaignStore(db), { entries: campaignEntries }),
-    ping: async () => void (await db.query('select 1')),
     // Not sql.end(): closing the socket makes postgres.js's Workers socket reject a pending
     // read with no one listening (an unhandled rejection per request). The runtime closes a
     // request's sockets when the request ends, and Hyperdrive keeps the real connections.
@@ -115,22 +84,18 @@ function edgeLimits(env: Bindings): { limits: RateLimits; corsOrigins: readonly 
 function edgeServices(env: Bindings): Services {
   if (!env.IP_HASH_SECRET) throw new PreciseError('config_invalid', 'IP_HASH_SECRET is not set (wrangler secret put IP_HASH_SECRET)');
   if (!env.PRECISE_SECRET) throw new PreciseError('config_invalid', 'PRECISE_SECRET is not set (wrangler secret put PRECISE_SECRET)');
-  const backend = edgeBackend(env);
+  const { stores, release } = edgeBackend(env);
   const useQueue = env.EVENTS_QUEUE && env.INGEST_SINK !== 'direct';
-  return {
-    ping: backend.ping,
-    keys: backend.keys,
-    campaigns: backend.campaigns,
-    postbacks: backend.postbacks,
-    webhooks: backend.webhooks,
-    metrics: backend.metrics,
+  return createServices({
+    stores,
+    sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(stores.writer),
     serverSecret: env.PRECISE_SECRET,
-    sink: useQueue ? queueSink(env.EVENTS_QUEUE!) : directSink(backend.writer),
     ipHashSecret: env.IP_HASH_SECRET,
     clientIp: (c) => c.req.header('cf-connecting-ip') ?? undefined,
     ...edgeLimits(env),
-    release: backend.release,
-  };
+    caches: isolateCaches,
+    release,
+  });
 }
 
 const app = createApp({ services: edgeServices });
@@ -141,7 +106,7 @@ export const edgeHandlers = {
   async queue(batch, env) {
     const backend = edgeBackend(env);
     try {
-      await consumeEventQueue(batch, backend.writer);
+      await consumeEventQueue(batch, backend.stores.writer);
     } finally {
       await backend.release();
     }

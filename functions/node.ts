@@ -2,17 +2,12 @@ import { serve, type ServerType } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import type { Server as NetServer } from 'node:net';
-import { KeyCache, sqlKeyStore } from '../core/auth.ts';
-import { CampaignCache, sqlCampaignStore } from '../core/campaigns.ts';
-import { sqlPostbackRecorder } from '../core/postback.ts';
-import { sqlWebhookStore, Webhooks } from '../core/webhooks/integrations.ts';
 import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
 import { inProcessLimits } from '../core/rate-limit.ts';
 import type { Database } from '../core/db/port.ts';
-import { sqlEventWriter } from '../core/ingest/writer.ts';
-import { sqlMetricsReader } from '../core/metrics-query.ts';
 import { createApp } from './app.ts';
 import type { AppEnv, Services } from './env.ts';
+import { createServices, sqlStores } from './services.ts';
 import { GroupCommitSink } from './sinks/group-commit.ts';
 
 /** The Node entry: the same Hono app, served by @hono/node-server, writing through group commit. */
@@ -43,23 +38,19 @@ export type HttpLimits = Pick<
   'HTTP_HEADERS_TIMEOUT_MS' | 'HTTP_REQUEST_TIMEOUT_MS' | 'HTTP_KEEP_ALIVE_TIMEOUT_MS' | 'HTTP_MAX_CONNECTIONS'
 >;
 
+/** The Node process's services: SQL on its pool, group commit, limits counted in the process. */
 export function nodeServices(db: Database, config: IngestConfig, serverSecret: string): Services {
-  const ipHashSecret = config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID();
-  return {
-    ping: async () => void (await db.query('select 1')),
-    keys: new KeyCache(sqlKeyStore(db)),
-    campaigns: new CampaignCache(sqlCampaignStore(db)),
-    postbacks: sqlPostbackRecorder(db),
-    webhooks: new Webhooks(sqlWebhookStore(db)),
-    metrics: sqlMetricsReader(db),
-    serverSecret,
-    sink: new GroupCommitSink(sqlEventWriter(db), {
+  const stores = sqlStores(db);
+  return createServices({
+    stores,
+    sink: new GroupCommitSink(stores.writer, {
       maxBatchEvents: config.INGEST_MAX_BATCH,
       maxWaitMs: config.INGEST_MAX_WAIT_MS,
       maxPendingEvents: config.INGEST_MAX_PENDING,
       concurrency: config.INGEST_CONCURRENCY,
     }),
-    ipHashSecret,
+    serverSecret,
+    ipHashSecret: config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID(),
     limits: inProcessLimits(config),
     corsOrigins: config.CORS_ORIGINS,
     clientIp: (c: Context<AppEnv>) => {
@@ -73,7 +64,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
         return undefined; // app.request() in tests has no socket
       }
     },
-  };
+  });
 }
 
 export async function startHttpServer(options: {

@@ -68,16 +68,19 @@ export function supabaseWebhookStore(client: SupabaseClient): WebhookStore {
   };
 }
 
+/** Cache entries a Worker isolate keeps across requests (see TtlCacheEntries). */
+export interface WebhookCacheEntries {
+  integrations?: TtlCacheEntries<IntegrationRecord>;
+  campaigns?: TtlCacheEntries<string>;
+}
+
 /** The store with short-lived caches of integrations and campaign lookups. */
 export class Webhooks {
   private readonly integrations: TtlCache<IntegrationRecord>;
   private readonly campaigns: TtlCache<string>;
   readonly store: WebhookStore;
 
-  constructor(
-    store: WebhookStore,
-    shared: { integrations?: TtlCacheEntries<IntegrationRecord>; campaigns?: TtlCacheEntries<string> } = {},
-  ) {
+  constructor(store: WebhookStore, shared: WebhookCacheEntries = {}) {
     this.store = store;
     this.integrations = new TtlCache((id) => store.integration(id), { entries: shared.integrations, ttlMs: 30_000 });
     this.campaigns = new TtlCache(

@@ -1,13 +1,9 @@
 import { createApiKey, createOrganization } from '../../core/admin.ts';
-import { KeyCache, sqlKeyStore } from '../../core/auth.ts';
-import { CampaignCache, sqlCampaignStore } from '../../core/campaigns.ts';
-import { sqlPostbackRecorder } from '../../core/postback.ts';
-import { sqlWebhookStore, Webhooks } from '../../core/webhooks/integrations.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
-import { sqlEventWriter, type EventWriter } from '../../core/ingest/writer.ts';
-import { sqlMetricsReader } from '../../core/metrics-query.ts';
+import type { EventWriter } from '../../core/ingest/writer.ts';
 import { createApp } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
+import { createServices, sqlStores } from '../../functions/services.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { GroupCommitSink } from '../../functions/sinks/group-commit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -57,21 +53,17 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
   const publishable = await createApiKey(test.db, { orgId: org.id, kind: 'publishable' });
   const ingest = await createApiKey(test.db, { orgId: org.id, kind: 'secret', scopes: ['ingest'] });
   const readOnly = await createApiKey(test.db, { orgId: org.id, kind: 'secret', scopes: ['read'] });
-  const writer = options.writer ? options.writer(test) : sqlEventWriter(test.db);
+  const stores = sqlStores(test.db);
+  const writer = options.writer ? options.writer(test) : stores.writer;
   const sink = options.sink ? options.sink(writer) : new GroupCommitSink(writer, { maxWaitMs: 1 });
-  const services: Services = {
-    ping: async () => void (await test.db.query('select 1')),
-    keys: new KeyCache(sqlKeyStore(test.db)),
-    campaigns: new CampaignCache(sqlCampaignStore(test.db)),
-    postbacks: sqlPostbackRecorder(test.db),
-    webhooks: new Webhooks(sqlWebhookStore(test.db)),
-    metrics: sqlMetricsReader(test.db),
-    serverSecret: SERVER_SECRET,
+  const services = createServices({
+    stores: { ...stores, writer },
     sink,
+    serverSecret: SERVER_SECRET,
     ipHashSecret: IP_HASH_SECRET,
     // app.request() has no socket: tests give the client IP as a proxy would
     clientIp: (c) => c.req.header('x-forwarded-for')?.split(',')[0]?.trim(),
-  };
+  });
   const app = createApp({ services: () => services });
   return {
     test,

@@ -1,15 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createOrganization } from '../../core/admin.ts';
-import { KeyCache, supabaseKeyStore } from '../../core/auth.ts';
-import { CampaignCache, supabaseCampaignStore } from '../../core/campaigns.ts';
-import { pingSupabase } from '../../core/db/supabase.ts';
 import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
-import { supabaseEventWriter } from '../../core/ingest/writer.ts';
-import { supabaseWebhookStore, Webhooks } from '../../core/webhooks/integrations.ts';
-import { supabaseMetricsReader } from '../../core/metrics-query.ts';
-import { supabasePostbackRecorder } from '../../core/postback.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { createApp } from '../../functions/app.ts';
+import { createServices, supabaseStores } from '../../functions/services.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startPostgrestStandIn, type PostgrestStandIn } from '../helpers/postgrest-standin.ts';
@@ -24,19 +18,14 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
   let publishableKey: string;
 
   const appWith = (key: string) => {
-    const client = supabaseServiceClient(postgrest.url, key);
-    const services = {
-      ping: () => pingSupabase(client),
-      keys: new KeyCache(supabaseKeyStore(client)),
-      campaigns: new CampaignCache(supabaseCampaignStore(client)),
-      postbacks: supabasePostbackRecorder(client),
-      webhooks: new Webhooks(supabaseWebhookStore(client)),
-      metrics: supabaseMetricsReader(client),
+    const stores = supabaseStores(supabaseServiceClient(postgrest.url, key));
+    const services = createServices({
+      stores,
       serverSecret: 'a-server-secret-of-thirty-two-characters-or-more',
-      sink: directSink(supabaseEventWriter(client)),
+      sink: directSink(stores.writer),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
       clientIp: () => '192.0.2.1',
-    };
+    });
     return createApp({ services: () => services });
   };
 
