@@ -21,6 +21,7 @@ import { parseArgs, promisify } from 'node:util';
 import { publishReport } from './report.ts';
 import { createApiKey, createOrganization } from '../core/admin.ts';
 import { openPostgres } from '../core/db/postgres.ts';
+import type { Database } from '../core/db/port.ts';
 
 const run = promisify(execFile);
 
@@ -304,7 +305,7 @@ async function runScenario(
   name: string,
   scenario: Scenario,
   options: FaultOptions,
-  ctx: { pk: string; base: string; db: ReturnType<typeof openPostgres>; injectFault: () => Promise<void>; settle: () => Promise<void> },
+  ctx: { pk: string; base: string; db: Database; injectFault: () => Promise<void>; settle: () => Promise<void> },
 ): Promise<ScenarioResult> {
   // each scenario's pixels are told apart by a run property (a campaign id would have to be created)
   const run = randomUUID().slice(0, 8);
@@ -359,7 +360,7 @@ async function runScenario(
 }
 
 /** The rows of a scenario, and the distinct pixels (p.seq) they hold; retried until Postgres answers. */
-async function storedPixels(db: ReturnType<typeof openPostgres>, run: string): Promise<{ rows: number; seqs: Set<number> }> {
+async function storedPixels(db: Database, run: string): Promise<{ rows: number; seqs: Set<number> }> {
   for (let attempt = 0; ; attempt += 1) {
     try {
       const { rows } = await db.query<{ seq: string; n: string }>(

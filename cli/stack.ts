@@ -1,7 +1,7 @@
 import type { NodeConfig } from '../core/config.ts';
-import { openEmbeddedPglite, lockDataDir, readStackState, servePglite } from '../core/db/embedded.ts';
+import { openEmbeddedPglite, lockDataDir, readStackState, servePglite, type DataDirLock } from '../core/db/embedded.ts';
 import { PreciseError } from '../core/errors.ts';
-import { migrate } from '../core/db/migrate.ts';
+import { migrate, type MigrationReport } from '../core/db/migrate.ts';
 import { openPostgres } from '../core/db/postgres.ts';
 import type { Database } from '../core/db/port.ts';
 import { loadServerSecret } from '../core/server-secret.ts';
@@ -30,7 +30,7 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
   try {
     let databaseUrl: string;
     const embedded = !config.DATABASE_URL;
-    let lock: Awaited<ReturnType<typeof lockDataDir>> | undefined;
+    let lock: DataDirLock | undefined;
     if (config.DATABASE_URL) {
       databaseUrl = config.DATABASE_URL;
       const migrator = openPostgres({ connectionString: databaseUrl, max: 1, applicationName: 'precise-migrate' });
@@ -77,7 +77,7 @@ export function jobDefaults(config: NodeConfig): Record<string, object> {
   return { 'partition-upkeep': config.PRECISE_RETENTION_DAYS ? { retentionDays: config.PRECISE_RETENTION_DAYS } : {} };
 }
 
-function logMigration(report: Awaited<ReturnType<typeof migrate>>, log: (line: string) => void) {
+function logMigration(report: MigrationReport, log: (line: string) => void) {
   if (report.bootstrapped) log('database: applied the Supabase compatibility bootstrap');
   log(`database: ${report.applied.length} migration(s) applied, ${report.skipped.length} already applied`);
 }

@@ -121,8 +121,11 @@ export interface RateLimits {
   keyLookups: RateLimiter;
 }
 
+/** Each limit's rate (null: off), by its variable's name (core/config.ts). */
+export type RateLimitSpecs = Record<'RATE_LIMIT_ADDRESS' | 'RATE_LIMIT_KEY' | 'RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS' | 'RATE_LIMIT_KEY_LOOKUPS', RateSpec | null>;
+
 export function inProcessLimits(
-  specs: Record<'RATE_LIMIT_ADDRESS' | 'RATE_LIMIT_KEY' | 'RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS' | 'RATE_LIMIT_KEY_LOOKUPS', RateSpec | null>,
+  specs: RateLimitSpecs,
   options?: { maxKeys?: number; now?: () => number },
 ): RateLimits {
   return {

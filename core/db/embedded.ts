@@ -43,8 +43,14 @@ export async function readStackState(dataDir: string): Promise<StackState | null
 
 export class DataDirBusyError extends Error {}
 
+/** A process's hold on its data dir: what stack.json says about it, until released. */
+export interface DataDirLock {
+  update(state: Omit<StackState, 'pid' | 'startedAt'>): Promise<void>;
+  release(): Promise<void>;
+}
+
 /** Takes the data dir for this process; throws DataDirBusyError when another live process has it. */
-export async function lockDataDir(dataDir: string, state: Omit<StackState, 'pid' | 'startedAt'> = {}) {
+export async function lockDataDir(dataDir: string, state: Omit<StackState, 'pid' | 'startedAt'> = {}): Promise<DataDirLock> {
   await mkdir(path.resolve(dataDir), { recursive: true });
   const owner = await readStackState(dataDir);
   if (owner) {
@@ -76,8 +82,13 @@ export async function openEmbeddedPglite(dataDir: string): Promise<Database & { 
   return openPglite({ dataDir: pgliteDir(dataDir) });
 }
 
+export interface PgliteSocket {
+  databaseUrl: string;
+  stop(): Promise<void>;
+}
+
 /** Serves a PGlite database on a Postgres socket; PGlite-socket multiplexes clients (transaction-aware). */
-export async function servePglite(pglite: PGlite, port: number, host = '127.0.0.1') {
+export async function servePglite(pglite: PGlite, port: number, host = '127.0.0.1'): Promise<PgliteSocket> {
   const server = new PGLiteSocketServer({ db: pglite, port, host, maxConnections: 32 });
   await server.start();
   // "host:port", with the port the OS chose when asked for port 0

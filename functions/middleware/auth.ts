@@ -1,3 +1,4 @@
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { KeyKind, KeyScope } from '../../core/keys.ts';
 import { PreciseError } from '../../core/errors.ts';
@@ -21,7 +22,7 @@ export function requireKey(options: { kinds: KeyKind[]; scope?: KeyScope; from: 
 }
 
 export async function authenticate(
-  c: Parameters<Parameters<typeof createMiddleware<AppEnv>>[0]>[0],
+  c: Context<AppEnv>,
   options: { kinds: KeyKind[]; scope?: KeyScope; from: 'query' | 'bearer' },
 ) {
   const { bearer, query } = keyFromRequest(c);

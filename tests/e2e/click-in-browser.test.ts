@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signClick } from '../../core/click.ts';
@@ -11,7 +11,7 @@ import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpe
 // A person's click, end to end: a real Chromium opens a publisher's page, clicks the ad, is
 // redirected by Precise, and lands on the advertiser's page with the click id; the click is in
 // the database.
-async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; url: string }> {
+async function listen(handler: RequestListener): Promise<{ server: Server; url: string }> {
   const server = createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}` };

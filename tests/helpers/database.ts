@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migrate } from '../../core/db/migrate.ts';
-import { servePglite } from '../../core/db/embedded.ts';
+import { servePglite, type PgliteSocket } from '../../core/db/embedded.ts';
 import { openPglite } from '../../core/db/pglite.ts';
 import { openPostgres } from '../../core/db/postgres.ts';
 import type { Database, TransactionHandle } from '../../core/db/port.ts';
@@ -28,7 +28,7 @@ export interface TestDatabase {
 export async function createEmptyDatabase(): Promise<TestDatabase> {
   if (BACKEND === 'pglite') {
     const db = await openPglite();
-    let socket: Awaited<ReturnType<typeof servePglite>> | undefined;
+    let socket: PgliteSocket | undefined;
     return {
       db,
       async connectionUrl() {

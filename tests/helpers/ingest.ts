@@ -1,7 +1,7 @@
 import { createApiKey, createOrganization } from '../../core/admin.ts';
 import type { EventSink } from '../../core/ingest/batch.ts';
 import type { EventWriter } from '../../core/ingest/writer.ts';
-import { createApp } from '../../functions/app.ts';
+import { createApp, type App } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { createServices, sqlStores } from '../../functions/services.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
@@ -14,7 +14,7 @@ import { createTestDatabase, type TestDatabase } from './database.ts';
  */
 export interface IngestHarness {
   test: TestDatabase;
-  app: ReturnType<typeof createApp>;
+  app: App;
   services: Services;
   orgId: string;
   publishableKey: string;

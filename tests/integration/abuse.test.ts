@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../../core/admin.ts';
 import { KeyCache, sqlKeyStore, type KeyStore } from '../../core/auth.ts';
 import { generateKey } from '../../core/keys.ts';
-import { inProcessLimits, parseRateSpec } from '../../core/rate-limit.ts';
-import { createApp } from '../../functions/app.ts';
+import { inProcessLimits, parseRateSpec, type RateLimitSpecs } from '../../core/rate-limit.ts';
+import { createApp, type App } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
@@ -11,7 +11,7 @@ import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
 // Abuse through the whole app (app.request()): floods of made-up keys, per-address and per-key
 // limits, and what browsers are told (CORS, security headers). The real database throughout;
 // its key lookups are counted.
-type Limits = Parameters<typeof inProcessLimits>[0];
+type Limits = RateLimitSpecs;
 const DEFAULT_SPECS: Limits = {
   RATE_LIMIT_ADDRESS: parseRateSpec('20000/1s'),
   RATE_LIMIT_KEY: parseRateSpec('20000/1s'),
@@ -37,7 +37,7 @@ describe(`abuse limits through the app (${BACKEND})`, () => {
     const services: Services = { ...h.services, keys: cache, limits: inProcessLimits({ ...DEFAULT_SPECS, ...specs }), ...extra };
     return createApp({ services: () => services });
   }
-  const pixelFrom = (app: ReturnType<typeof createApp>, key: string, ip: string) =>
+  const pixelFrom = (app: App, key: string, ip: string) =>
     app.request(`/v1/px?key=${key}&ev=impression`, { headers: { 'x-forwarded-for': ip } });
 
   it('stops a flood of made-up keys from one address after its lookup budget: GIF 429 with Retry-After', async () => {
@@ -209,7 +209,7 @@ describe(`what browsers are told (${BACKEND})`, () => {
   });
 
   it('gives the secret-key API to no origin by default, and to the configured ones only', async () => {
-    const preflight = (app: ReturnType<typeof createApp>, origin: string) =>
+    const preflight = (app: App, origin: string) =>
       app.request('/v1/metrics', {
         method: 'OPTIONS',
         headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
