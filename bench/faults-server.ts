@@ -1,6 +1,6 @@
 /**
  * The Node server of the fault benchmark, in its own process so that it can be SIGKILLed.
- *   DATABASE_URL=postgres://… PORT=18201 [FAULTS_SERVER=precise|ack-before-commit] node --import tsx bench/faults-server.ts
+ *   DATABASE_URL=postgres://… PORT=18201 [FAULTS_SERVER=precise|ack-before-commit] node --experimental-strip-types bench/faults-server.ts
  * modes:
  *   precise            the stack `precise start` runs (migrations, the HTTP server, group
  *                      commit: a 2xx only after COMMIT) on DATABASE_URL, without the scheduler

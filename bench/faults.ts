@@ -10,7 +10,8 @@
  * Needs root and Debian's postgresql-common (pg_createcluster): it creates a throwaway cluster
  * (default `precisefaults` on port 5599), restarts only that one, and drops it at the end.
  */
-import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { forkTypeScript } from './fork.ts';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -150,8 +151,7 @@ interface ServerProcess {
 }
 
 async function startServer(databaseUrl: string, port: number, mode: ServerMode): Promise<ServerProcess> {
-  const child = fork(new URL('./faults-server.ts', import.meta.url), [], {
-    execArgv: ['--import', 'tsx'],
+  const child = forkTypeScript(new URL('./faults-server.ts', import.meta.url), [], {
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', FAULTS_SERVER: mode },
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });

@@ -13,7 +13,8 @@
  * The flood runs at a fixed rate (default 1,500/s: the rate of the flood in issue 10's finding,
  * 14,862 keys in 10 s); target: the tenant keeps ≥ 80 % of (a) in (b) and (c).
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { forkTypeScript } from './fork.ts';
 import { randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
@@ -221,7 +222,7 @@ async function main() {
 
 /** This file in another process; resolves when it says `ready` (or, with 'result', when it answers). */
 async function child(argv: string[], children: ChildProcess[], waitFor: 'ready' | 'result' = 'ready') {
-  const process_ = fork(new URL(import.meta.url), argv, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const process_ = forkTypeScript(new URL(import.meta.url), argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.push(process_);
   const result = await new Promise<unknown>((resolve, reject) => {
     process_.once('message', resolve);

@@ -14,7 +14,8 @@
  * Each run sends a fixed number of requests and waits for every answer, so that after it the
  * rows in the database can be checked against the 2xx responses exactly.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { forkTypeScript } from './fork.ts';
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -190,8 +191,7 @@ async function main() {
 }
 
 async function startServer(mode: string, port: number, children: ChildProcess[]): Promise<ChildProcess> {
-  const child = fork(new URL('./server.ts', import.meta.url), [mode, dbUrl.toString(), String(port)], {
-    execArgv: ['--import', 'tsx'],
+  const child = forkTypeScript(new URL('./server.ts', import.meta.url), [mode, dbUrl.toString(), String(port)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.push(child);

@@ -1,6 +1,6 @@
 /**
  * One HTTP server of the ingestion benchmark, in its own process (the load comes from another).
- *   node --import tsx bench/server.ts <mode> <databaseUrl> <port>
+ *   node --experimental-strip-types bench/server.ts <mode> <databaseUrl> <port>
  * modes:
  *   ceiling  the Precise app with a sink that writes nothing (the HTTP + parsing ceiling)
  *   precise  the Precise app as `npm start` runs it (group commit, durable before 2xx)

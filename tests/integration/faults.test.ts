@@ -48,7 +48,7 @@ describe('faults mid-load: Postgres restart, server SIGKILL', () => {
       expect(control.lost).toBeGreaterThan(0);
       expect(control.stored).toBe(control.sent - control.lost);
     },
-    // each server start (tsx) and Postgres restart takes seconds; the margin is for a busy machine
+    // each server start and Postgres restart takes seconds; the margin is for a busy machine
     120_000,
   );
 });
