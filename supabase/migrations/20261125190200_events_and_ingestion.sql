@@ -495,7 +495,7 @@ declare
   v_seen text[];
   v_latest text;
   v_matched boolean;
-  v_inserted integer;
+  v_inserted bigint;
 begin
   perform pg_advisory_xact_lock(hashtextextended(concat_ws(' ', v_org, v_click, v_type, v_txid), 0));
 
