@@ -1,5 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
+import { parseIp } from '../ip.ts';
 import { LIMITS } from './limits.ts';
 import { inspectJson, jsonDepth } from './json-bounds.ts';
 
@@ -60,7 +61,7 @@ const id = (max: number) => z.string().min(1).max(max);
  */
 export const UserContextSchema = z.strictObject({
   user_agent: z.string().max(1024).optional(),
-  ip: z.string().max(64).refine(isIpAddress, 'must be an IPv4 or IPv6 address').optional(),
+  ip: z.string().max(64).refine((text) => parseIp(text) !== null, 'must be an IPv4 or IPv6 address').optional(),
   country: z.string().regex(/^[A-Za-z]{2}$/, 'must be an ISO 3166-1 alpha-2 code, e.g. DE').optional(),
   region: z.string().min(1).max(128).optional(),
   city: z.string().min(1).max(128).optional(),
@@ -68,10 +69,6 @@ export const UserContextSchema = z.strictObject({
 });
 export type UserContextInput = z.infer<typeof UserContextSchema>;
 
-function isIpAddress(text: string): boolean {
-  if (/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(text)) return text.split('.').every((part) => Number(part) <= 255);
-  return /^[0-9a-f:.]{2,45}$/i.test(text) && text.includes(':');
-}
 
 /** What a sender may send for one event (batch API, beacon; the pixel maps its parameters onto it). */
 export const EventInputSchema = z
