@@ -46,7 +46,10 @@ export interface EventContext {
 }
 
 const SNAKE = /^[a-z][a-z0-9_]{0,62}$/;
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** 8-4-4-4-12 hex digits, any version (what Postgres's uuid type takes): zod's guid pattern. */
+export function isUuid(text: string): boolean {
+  return z.regexes.guid.test(text);
+}
 const PRINTABLE_ID = /^[\x21-\x7e]{1,128}$/;
 
 const currencies = new Set(Intl.supportedValuesOf('currency'));
@@ -76,9 +79,9 @@ export const EventInputSchema = z
     event_id: z.string().regex(PRINTABLE_ID, 'must be 1 to 128 printable ASCII characters').optional(),
     type: z.string().regex(SNAKE, 'must be snake_case (a-z, 0-9, _), starting with a letter'),
     occurred_at: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
-    campaign_id: z.string().regex(GUID, 'must be a UUID').nullish(),
+    campaign_id: z.guid('must be a UUID').nullish(),
     creative_id: id(128).nullish(),
-    asset_ids: z.array(z.string().regex(GUID, 'must be a UUID')).max(LIMITS.assetIds).optional(),
+    asset_ids: z.array(z.guid('must be a UUID')).max(LIMITS.assetIds).optional(),
     user_key: id(256).nullish(),
     click_id: id(128).nullish(),
     value: z
