@@ -13,10 +13,10 @@ import {
   supabaseServiceClient,
   supabaseWebhookStore,
 } from '../core/ingest/supabase.ts';
-import { sqlWebhookStore, Webhooks } from '../core/integrations.ts';
+import { sqlWebhookStore, Webhooks, type IntegrationRecord } from '../core/integrations.ts';
 import { sqlPostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
-import type { TtlCacheEntries } from '../core/ttl-cache.ts';
+import { TtlCacheEntries } from '../core/ttl-cache.ts';
 import type { Queryable } from '../core/db/port.ts';
 import { sqlMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { partitionUpkeepJob } from '../scheduled/jobs/partition-upkeep.ts';
@@ -49,9 +49,9 @@ interface EdgeBackend {
   release(): Promise<void>;
 }
 
-const keyEntries: KeyCacheEntries = new Map();
-const campaignEntries: TtlCacheEntries<Record<string, unknown>> = new Map();
-const webhookEntries = { integrations: new Map(), campaigns: new Map() };
+const keyEntries: KeyCacheEntries = new TtlCacheEntries();
+const campaignEntries = new TtlCacheEntries<Record<string, unknown>>();
+const webhookEntries = { integrations: new TtlCacheEntries<IntegrationRecord>(), campaigns: new TtlCacheEntries<string>() };
 
 export function edgeBackend(env: Bindings): EdgeBackend {
   const driver = env.DB_DRIVER ?? 'hyperdrive';
