@@ -1,5 +1,6 @@
 import type { Database, TransactionHandle } from './db/port.ts';
 import { PreciseError } from './errors.ts';
+import { isUuid } from './events/canonical.ts';
 import { parseMapping } from './webhooks/delivery.ts';
 import { displayPrefix, generateKey, hashKey, KEY_SCOPES, type KeyKind, type KeyScope } from './keys.ts';
 
@@ -14,10 +15,8 @@ async function asActor<T>(db: Database, actor: string, fn: (tx: TransactionHandl
   });
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export function assertUuid(value: string, field: string): void {
-  if (!UUID.test(value)) throw new PreciseError('invalid_argument', `${field} must be a UUID, got "${value}"`, { field });
+  if (!isUuid(value)) throw new PreciseError('invalid_argument', `${field} must be a UUID, got "${value}"`, { field });
 }
 
 export interface Organization {
@@ -155,7 +154,7 @@ export interface Integration {
   properties: Record<string, unknown>;
 }
 
-/** A DSP integration; its webhook secret is derived (see core/webhook.ts), never stored. */
+/** A DSP integration; its webhook secret is derived (see core/webhooks/delivery.ts), never stored. */
 export async function createIntegration(
   db: Database,
   input: { orgId: string; name: string; mapping?: unknown },

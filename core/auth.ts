@@ -70,11 +70,9 @@ export interface KeyResolver {
 export class KeyCache implements KeyResolver {
   private readonly cache: TtlCache<ResolvedKey>;
   private readonly store: KeyStore;
-  private readonly maxEntries: number;
 
   constructor(store: KeyStore, options: KeyCacheOptions = {}) {
     this.store = store;
-    this.maxEntries = options.maxEntries ?? 10_000;
     this.cache = new TtlCache(async (hash) => {
       const row = await store.findByHash(hash);
       return row && digestsEqual(row.key_hash, hash)
@@ -90,7 +88,7 @@ export class KeyCache implements KeyResolver {
    */
   async warm(): Promise<number> {
     if (!this.store.live) return 0;
-    const rows = await this.store.live(this.maxEntries);
+    const rows = await this.store.live(this.cache.entries.hits.max);
     for (const row of rows) {
       this.cache.prime(row.key_hash, { id: row.id, org_id: row.org_id, kind: row.kind, scopes: row.scopes, properties: row.properties ?? {} });
     }

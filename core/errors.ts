@@ -18,6 +18,8 @@ export const ERROR_STATUS = {
   // operator-side errors (CLI, migrator); never sent over HTTP
   migration_bad_name: 500,
   migration_changed: 500,
+  migration_pre_baseline: 500,
+  migration_unknown: 500,
   config_invalid: 500,
 } as const;
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 
 /**
  * API keys. A key is `<prefix>_<32 base62 chars>` (190 random bits), shown once; only its
@@ -41,10 +41,11 @@ export function kindOfKey(key: string): KeyKind | null {
   return (Object.entries(KEY_PREFIX).find(([, prefix]) => prefix === match[1])?.[0] as KeyKind) ?? null;
 }
 
-/** Constant-time equality of two equal-length hex digests. */
+/**
+ * Constant-time equality of two digests (node:crypto's timingSafeEqual, which throws on inputs
+ * of different lengths: those return false first, and a digest's length is no secret).
+ */
 export function digestsEqual(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i += 1) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
+  const [left, right] = [Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')];
+  return left.length === right.length && timingSafeEqual(left, right);
 }

@@ -1,6 +1,7 @@
 import type { Queryable } from './db/port.ts';
 import { callRpc, type SupabaseClient } from './db/supabase.ts';
 import { PreciseError } from './errors.ts';
+import { isUuid } from './events/canonical.ts';
 
 /**
  * Reading metrics: sums of the stored 15-minute points into hours, days, weeks or months of any
@@ -78,7 +79,6 @@ export function validateEntityType(name: string): EntityType {
   return known;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // control characters and unpaired surrogates: never in an id Postgres stored
 const NOT_IN_IDS = /[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
@@ -90,7 +90,7 @@ export function validateEntityId(entityType: EntityType, id: string): string {
     }
     return id;
   }
-  if (!UUID.test(id)) throw new PreciseError('validation_failed', `entity_id of ${entityType === 'organization' ? 'an' : 'a'} ${entityType} must be a UUID`, { field: 'entity_id' });
+  if (!isUuid(id)) throw new PreciseError('validation_failed', `entity_id of ${entityType === 'organization' ? 'an' : 'a'} ${entityType} must be a UUID`, { field: 'entity_id' });
   return id.toLowerCase();
 }
 

@@ -1,4 +1,5 @@
 import { PreciseError } from './errors.ts';
+import { ipv6Groups, parseIp } from './ip.ts';
 
 /**
  * Rate limits: "N requests per S seconds" per key (a client address, an API key). In process, a
@@ -95,18 +96,9 @@ export function limiterFor(spec: RateSpec | null, options?: { maxKeys?: number; 
  * prefix: an attacker with a /64 must not get 2^64 buckets), IPv4-mapped IPv6 as IPv4.
  */
 export function addressKey(ip: string): string {
-  const address = ip.trim().toLowerCase();
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
-  if (mapped) return mapped[1]!;
-  if (!address.includes(':')) return address;
-  const [head = '', tail = ''] = address.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = address.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
-  return `${groups
-    .slice(0, 4)
-    .map((group) => group.replace(/^0+(?=.)/, ''))
-    .join(':')}::/64`;
+  const address = parseIp(ip);
+  if (!address) return ip.trim().toLowerCase();
+  return 'octets' in address ? address.toString() : `${ipv6Groups(address, 4)}::/64`;
 }
 
 /** The limits a request passes (see functions/middleware/rate-limit.ts). */

@@ -1,23 +1,49 @@
-/**
- * A small read-through cache with a time to live and coalesced loads (a burst of requests for
- * one key costs one load). Hits and misses live in two separate bounded maps (oldest out first):
- * a flood of keys that do not exist fills only the miss map and cannot evict what is known.
- * A known entry past its TTL stays as a "was known" mark until evicted, so that reloading it is
- * not an unknown lookup (see `admit`).
- * Entries can be shared between instances: a Worker builds its loaders per request (I/O cannot
- * cross requests) over one isolate-wide map; the miss map follows the hit map it belongs to.
- */
-export type TtlCacheEntries<V> = Map<string, { value: V; expires: number }>;
+import { LRUCache } from 'lru-cache';
 
-export interface TtlCacheOptions<V> {
-  entries?: TtlCacheEntries<V>;
-  ttlMs?: number;
-  negativeTtlMs?: number;
+/**
+ * A read-through cache with a time to live and coalesced loads (a burst of requests for one key
+ * costs one load). Storage, expiry and the size bound are lru-cache's; this wrapper adds what it
+ * does not have:
+ * - misses live in an LRU of their own, with a shorter TTL: a flood of keys that do not exist
+ *   fills only that one and cannot evict what is known;
+ * - a known entry past its TTL stays as a "was known" mark until evicted (lru-cache's
+ *   `noDeleteOnStaleGet`), so that reloading it is not an unknown lookup (see `admit`);
+ * - loads are coalesced per instance, not in the shared store. lru-cache's `fetch` would keep an
+ *   in-flight load in the store itself, and a Worker shares the store across requests: a load
+ *   started by a request that is then cancelled never settles on workerd, and every later
+ *   request for that key would wait on it. So a Worker builds its caches per request (I/O cannot
+ *   cross requests) over one isolate-wide `TtlCacheEntries`, and coalesces within the request.
+ */
+export interface TtlCacheEntriesOptions {
   /** known entries kept */
   maxEntries?: number;
-  /** misses kept (their own map) */
+  /** misses kept (their own LRU) */
   maxNegativeEntries?: number;
   now?: () => number;
+}
+
+/** The stored side, shareable between caches: known values and misses, each bounded. */
+export class TtlCacheEntries<V extends {}> {
+  readonly hits: LRUCache<string, V>;
+  readonly misses: LRUCache<string, true>;
+
+  constructor(options: TtlCacheEntriesOptions = {}) {
+    const now = options.now ?? Date.now;
+    // TTLs are given per entry (each cache over these entries has its own). ttlResolution 0:
+    // read the clock at each check instead of caching it behind a timer. The +1: lru-cache takes
+    // a start time of 0 for "no TTL", and a test's clock may start at 0.
+    const common = { perf: { now: () => now() + 1 }, ttlResolution: 0 };
+    this.hits = new LRUCache({ max: options.maxEntries ?? 10_000, noDeleteOnStaleGet: true, ...common });
+    this.misses = new LRUCache({ max: options.maxNegativeEntries ?? 10_000, ...common });
+  }
+}
+
+export interface TtlCacheOptions<V extends {}> extends TtlCacheEntriesOptions {
+  /** shared entries; when given, the bounds and clock above are theirs */
+  entries?: TtlCacheEntries<V>;
+  /** 0: nothing is kept */
+  ttlMs?: number;
+  negativeTtlMs?: number;
 }
 
 /**
@@ -26,44 +52,27 @@ export interface TtlCacheOptions<V> {
  */
 export type LookupAdmission = () => void | Promise<void>;
 
-// The miss map of a shared hit map, so that instances sharing one share the other.
-const missMaps = new WeakMap<TtlCacheEntries<unknown>, Map<string, number>>();
-
-function missMapOf<V>(entries: TtlCacheEntries<V>): Map<string, number> {
-  let misses = missMaps.get(entries as TtlCacheEntries<unknown>);
-  if (!misses) missMaps.set(entries as TtlCacheEntries<unknown>, (misses = new Map()));
-  return misses;
-}
-
-export class TtlCache<V> {
-  private readonly entries: TtlCacheEntries<V>;
-  private readonly misses: Map<string, number>;
+export class TtlCache<V extends {}> {
+  readonly entries: TtlCacheEntries<V>;
   private readonly pending = new Map<string, Promise<V | null>>();
   private readonly admitting = new Map<string, Promise<void>>();
   private readonly load: (key: string) => Promise<V | null>;
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
-  private readonly maxEntries: number;
-  private readonly maxNegativeEntries: number;
-  private readonly now: () => number;
 
   constructor(load: (key: string) => Promise<V | null>, options: TtlCacheOptions<V> = {}) {
     this.load = load;
-    this.entries = options.entries ?? new Map();
-    this.misses = missMapOf(this.entries);
+    this.entries = options.entries ?? new TtlCacheEntries(options);
     this.ttlMs = options.ttlMs ?? 60_000;
     this.negativeTtlMs = options.negativeTtlMs ?? 10_000;
-    this.maxEntries = options.maxEntries ?? 10_000;
-    this.maxNegativeEntries = options.maxNegativeEntries ?? 10_000;
-    this.now = options.now ?? Date.now;
   }
 
   get(key: string, admit?: LookupAdmission): Promise<V | null> {
-    const now = this.now();
-    const known = this.entries.get(key);
-    if (known && known.expires > now) return Promise.resolve(known.value);
-    const missedUntil = this.misses.get(key);
-    if (!known && missedUntil !== undefined && missedUntil > now) return Promise.resolve(null);
+    const { hits, misses } = this.entries;
+    const fresh = hits.get(key);
+    if (fresh !== undefined) return Promise.resolve(fresh);
+    const known = hits.peek(key, { allowStale: true }) !== undefined;
+    if (!known && misses.get(key)) return Promise.resolve(null);
     const loading = this.pending.get(key);
     if (loading) return loading;
     // A burst of one new key waits for the first caller's admission: admitted, they join its
@@ -99,16 +108,14 @@ export class TtlCache<V> {
   }
 
   private remember(key: string, value: V | null) {
-    const now = this.now();
-    this.entries.delete(key);
-    this.misses.delete(key);
-    if (value === null) setBounded(this.misses, key, now + this.negativeTtlMs, this.maxNegativeEntries);
-    else setBounded(this.entries, key, { value, expires: now + this.ttlMs }, this.maxEntries);
+    const { hits, misses } = this.entries;
+    hits.delete(key);
+    misses.delete(key);
+    // lru-cache reads a TTL of 0 as "forever"; here it means "keep nothing"
+    if (value === null) {
+      if (this.negativeTtlMs > 0) misses.set(key, true, { ttl: this.negativeTtlMs });
+    } else if (this.ttlMs > 0) {
+      hits.set(key, value, { ttl: this.ttlMs });
+    }
   }
-}
-
-/** Maps iterate in insertion order: at the bound, the oldest entry goes. */
-function setBounded<T>(map: Map<string, T>, key: string, value: T, max: number) {
-  if (map.size >= max) map.delete(map.keys().next().value!);
-  map.set(key, value);
 }

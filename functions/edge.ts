@@ -4,6 +4,7 @@ import type { Queryable } from '../core/db/port.ts';
 import { supabaseServiceClient } from '../core/db/supabase-client.ts';
 import { PreciseError } from '../core/errors.ts';
 import { bindingLimiter, inProcessLimits, type RateLimitBinding, type RateLimits } from '../core/rate-limit.ts';
+import { TtlCacheEntries } from '../core/ttl-cache.ts';
 import { createApp } from './app.ts';
 import type { Bindings, Services } from './env.ts';
 import { consumeEventQueue } from './queue-consumer.ts';
@@ -26,7 +27,12 @@ interface EdgeBackend {
   release(): Promise<void>;
 }
 
-const isolateCaches: SharedCaches = { keys: new Map(), campaigns: new Map(), webhooks: { integrations: new Map(), campaigns: new Map() } };
+// The caches' stored entries outlive a request: the isolate's, shared by each request's caches.
+const isolateCaches: SharedCaches = {
+  keys: new TtlCacheEntries(),
+  campaigns: new TtlCacheEntries(),
+  webhooks: { integrations: new TtlCacheEntries(), campaigns: new TtlCacheEntries() },
+};
 
 export function edgeBackend(env: Bindings): EdgeBackend {
   const driver = env.DB_DRIVER ?? 'hyperdrive';

@@ -77,6 +77,7 @@ export async function migrate(
     return ran;
   });
 
+  await refuseUnknownHistory(db, migrations);
   const report: MigrationReport = { applied: [], skipped: [], bootstrapped };
   for (const migration of migrations) {
     const applied = await db.transaction(async (tx) => {
@@ -101,6 +102,41 @@ export async function migrate(
     }
   }
   return report;
+}
+
+/**
+ * The pre-release migrations were rewritten once into a baseline (one file per concern, each
+ * object defined once). A database built from the old files cannot be upgraded in place; say
+ * so, and what to do, before touching it.
+ */
+export const BASELINE_VERSION = '20261125190000';
+
+async function refuseUnknownHistory(db: Database, migrations: MigrationFile[]): Promise<void> {
+  const { rows } = await db.query<{ version: string; name: string | null }>(
+    'select version, name from supabase_migrations.schema_migrations order by version',
+  );
+  const known = new Set(migrations.map((migration) => migration.version));
+  const unknown = rows.filter((row) => !known.has(row.version));
+  if (unknown.length === 0) return;
+  const listed = unknown.map((row) => `${row.version}_${row.name ?? '?'}`);
+  const span = listed.length > 2 ? `${listed[0]} … ${listed.at(-1)}` : listed.join(', ');
+  if (unknown.every((row) => row.version < BASELINE_VERSION)) {
+    throw new PreciseError(
+      'migration_pre_baseline',
+      `this database was built from Precise's pre-release migrations (${span}), which were rewritten into ` +
+        `one baseline (${BASELINE_VERSION}_tenancy and the files after it); it cannot be upgraded in place, ` +
+        'and nothing was changed. Keep what you need (pg_dump --data-only), then start from an empty database: ' +
+        'for the embedded default, stop Precise and delete its data directory (PRECISE_DATA_DIR, .data by default); ' +
+        'for Postgres or Supabase, drop and recreate the database. Then run `precise migrate` (or `supabase db push`) again.',
+      { field: 'supabase_migrations.schema_migrations' },
+    );
+  }
+  throw new PreciseError(
+    'migration_unknown',
+    `this database has migrations this checkout does not know (${span}): it was migrated by a newer Precise. ` +
+      'Update this checkout, or point it at another database.',
+    { field: 'supabase_migrations.schema_migrations' },
+  );
 }
 
 async function recordedStatements(tx: TransactionHandle, version: string): Promise<string[] | null> {

@@ -1,5 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
+import { parseIp } from '../ip.ts';
 import { LIMITS } from './limits.ts';
 import { inspectJson, jsonDepth } from './json-bounds.ts';
 
@@ -45,7 +46,10 @@ export interface EventContext {
 }
 
 const SNAKE = /^[a-z][a-z0-9_]{0,62}$/;
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** 8-4-4-4-12 hex digits, any version (what Postgres's uuid type takes): zod's guid pattern. */
+export function isUuid(text: string): boolean {
+  return z.regexes.guid.test(text);
+}
 const PRINTABLE_ID = /^[\x21-\x7e]{1,128}$/;
 
 const currencies = new Set(Intl.supportedValuesOf('currency'));
@@ -60,7 +64,7 @@ const id = (max: number) => z.string().min(1).max(max);
  */
 export const UserContextSchema = z.strictObject({
   user_agent: z.string().max(1024).optional(),
-  ip: z.string().max(64).refine(isIpAddress, 'must be an IPv4 or IPv6 address').optional(),
+  ip: z.string().max(64).refine((text) => parseIp(text) !== null, 'must be an IPv4 or IPv6 address').optional(),
   country: z.string().regex(/^[A-Za-z]{2}$/, 'must be an ISO 3166-1 alpha-2 code, e.g. DE').optional(),
   region: z.string().min(1).max(128).optional(),
   city: z.string().min(1).max(128).optional(),
@@ -68,10 +72,6 @@ export const UserContextSchema = z.strictObject({
 });
 export type UserContextInput = z.infer<typeof UserContextSchema>;
 
-function isIpAddress(text: string): boolean {
-  if (/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(text)) return text.split('.').every((part) => Number(part) <= 255);
-  return /^[0-9a-f:.]{2,45}$/i.test(text) && text.includes(':');
-}
 
 /** What a sender may send for one event (batch API, beacon; the pixel maps its parameters onto it). */
 export const EventInputSchema = z
@@ -79,9 +79,9 @@ export const EventInputSchema = z
     event_id: z.string().regex(PRINTABLE_ID, 'must be 1 to 128 printable ASCII characters').optional(),
     type: z.string().regex(SNAKE, 'must be snake_case (a-z, 0-9, _), starting with a letter'),
     occurred_at: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
-    campaign_id: z.string().regex(GUID, 'must be a UUID').nullish(),
+    campaign_id: z.guid('must be a UUID').nullish(),
     creative_id: id(128).nullish(),
-    asset_ids: z.array(z.string().regex(GUID, 'must be a UUID')).max(LIMITS.assetIds).optional(),
+    asset_ids: z.array(z.guid('must be a UUID')).max(LIMITS.assetIds).optional(),
     user_key: id(256).nullish(),
     click_id: id(128).nullish(),
     value: z

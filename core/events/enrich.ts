@@ -1,6 +1,8 @@
 import { createHmac } from 'node:crypto';
 import Bowser from 'bowser';
 import { isbot } from 'isbot';
+import { LRUCache } from 'lru-cache';
+import { ipv6Groups, parseIp } from '../ip.ts';
 import { withoutIdentifiers, type EventContext, type UserContextInput } from './canonical.ts';
 
 /**
@@ -126,17 +128,10 @@ function geoFromCf(cf: RequestFacts['cf']): EventContext['geo'] {
 }
 
 // Real traffic repeats a few thousand user agents; parsing one costs ~10 µs, a lookup ~0.1.
-const parsedAgents = new Map<string, Bowser.Parser.ParsedResult>();
-const PARSED_AGENTS_MAX = 2000;
+const parsedAgents = new LRUCache<string, Bowser.Parser.ParsedResult>({ max: 2000, memoMethod: (userAgent) => Bowser.parse(userAgent) });
 
 function parseAgent(userAgent: string): Bowser.Parser.ParsedResult {
-  let parsed = parsedAgents.get(userAgent);
-  if (!parsed) {
-    parsed = Bowser.parse(userAgent);
-    if (parsedAgents.size >= PARSED_AGENTS_MAX) parsedAgents.delete(parsedAgents.keys().next().value!);
-    parsedAgents.set(userAgent, parsed);
-  }
-  return parsed;
+  return parsedAgents.memo(userAgent);
 }
 
 function describeDevice(userAgent: string, bot: boolean, anonymous: boolean): NonNullable<EventContext['device']> {
@@ -156,27 +151,15 @@ function describeDevice(userAgent: string, bot: boolean, anonymous: boolean): No
 
 /** IPv4 to its /24, IPv6 to its /48: enough for rough geo and abuse analysis, not a person. */
 export function truncateIp(ip: string): string | undefined {
-  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/i.exec(ip.trim());
-  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0`;
-  const groups = expandIpv6(ip.trim());
-  if (!groups) return undefined;
-  return `${groups.slice(0, 3).map((group) => group.replace(/^0+(?=.)/, '')).join(':')}::`;
-}
-
-function expandIpv6(ip: string): string[] | null {
-  if (!/^[0-9a-f:]+$/i.test(ip) || !ip.includes(':')) return null;
-  const [head, tail, ...rest] = ip.split('::');
-  if (rest.length > 0) return null;
-  const left = head ? head.split(':') : [];
-  const right = tail !== undefined ? (tail ? tail.split(':') : []) : [];
-  const missing = 8 - left.length - right.length;
-  if (tail === undefined ? left.length !== 8 : missing < 1) return null;
-  const groups = [...left, ...Array(tail === undefined ? 0 : missing).fill('0'), ...right];
-  return groups.every((group) => /^[0-9a-f]{1,4}$/i.test(group)) ? groups.map((g) => g.toLowerCase()) : null;
+  const address = parseIp(ip);
+  if (!address) return undefined;
+  return 'octets' in address ? `${address.octets.slice(0, 3).join('.')}.0` : `${ipv6Groups(address, 3)}::`;
 }
 
 /** HMAC-SHA256 of the IP, keyed by the secret and the UTC day: stable within a day, unlinkable across days. */
 export function hashIp(ip: string, secret: string, now: Date): string {
   const day = now.toISOString().slice(0, 10);
-  return createHmac('sha256', `${secret}:${day}`).update(ip.trim().toLowerCase()).digest('hex').slice(0, 32);
+  // one address, one hash, however it was written (::ffff:a.b.c.d, leading zeros, upper case)
+  const canonical = parseIp(ip)?.toString() ?? ip.trim().toLowerCase();
+  return createHmac('sha256', `${secret}:${day}`).update(canonical).digest('hex').slice(0, 32);
 }

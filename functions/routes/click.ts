@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { v7 as uuidv7 } from 'uuid';
 import { clickSignatureValid, hostAllowed, parseDestination, withClickId } from '../../core/click.ts';
 import { PreciseError } from '../../core/errors.ts';
+import { isUuid } from '../../core/events/canonical.ts';
 import { pixelInput } from '../../core/events/pixel-params.ts';
 import { deriveSecret } from '../../core/secrets.ts';
 import type { AppEnv } from '../env.ts';
@@ -68,7 +69,7 @@ clickRoutes.get('/', requireKey({ kinds: ['publishable'], from: 'query' }), asyn
 });
 
 async function allowListed(c: { get(name: 'services'): AppEnv['Variables']['services']; get(name: 'key'): AppEnv['Variables']['key'] }, host: string, campaignId: string | null) {
-  if (!campaignId || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(campaignId)) return false;
+  if (!campaignId || !isUuid(campaignId)) return false;
   const properties = await c.get('services').campaigns.properties(c.get('key').org_id, campaignId.toLowerCase());
   return hostAllowed(host, properties?.click_allow_list);
 }

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PreciseError } from '../../core/errors.ts';
+import { isUuid } from '../../core/events/canonical.ts';
 import { boundedJson, jsonDepth, cutDeeperThan } from '../../core/events/json-bounds.ts';
 import { LIMITS } from '../../core/events/limits.ts';
 import { failureRecord } from '../../core/ingest/batch.ts';
@@ -19,7 +20,6 @@ import { countOutcomes, normaliseInputs, serverRequestContext, withStoreRefusals
  */
 export const webhookRoutes = new Hono<AppEnv>();
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Nesting a DSP body may have: mapping paths and the item walks stay far from the stack's end. */
 const WEBHOOK_BODY_DEPTH = 64;
 // One answer for every verification failure: nothing about which part was wrong.
@@ -37,7 +37,7 @@ webhookRoutes.post(
     const services = c.get('services');
     const id = c.req.param('integration');
     const bytes = new Uint8Array(await c.req.arrayBuffer());
-    const integration = UUID.test(id) ? await services.webhooks.integration(id.toLowerCase()) : null;
+    const integration = isUuid(id) ? await services.webhooks.integration(id.toLowerCase()) : null;
     // an unknown integration is verified all the same (against a secret no one has): it costs what a bad signature costs
     const secret = webhookSecret(services.serverSecret, integration?.id ?? 'unknown-integration', integration?.properties.secret_version ?? 1);
     const deliveryKey = verifyWebhookSignature(secret, c.req.header('x-precise-signature'), bytes, Math.floor(Date.now() / 1000));

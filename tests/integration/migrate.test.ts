@@ -2,7 +2,7 @@ import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { migrate, MIGRATIONS_DIR } from '../../core/db/migrate.ts';
+import { BASELINE_VERSION, migrate, MIGRATIONS_DIR } from '../../core/db/migrate.ts';
 import { PreciseError } from '../../core/errors.ts';
 import { splitSqlStatements } from '../../core/db/sql-split.ts';
 import { BACKEND, createEmptyDatabase, type TestDatabase } from '../helpers/database.ts';
@@ -70,7 +70,10 @@ describe(`migrator (${BACKEND})`, () => {
     await migrate(test.db, { dir });
     const [firstFile] = await files();
     const original = await readFile(path.join(dir, firstFile!), 'utf8');
-    await writeFile(path.join(dir, firstFile!), `-- reviewed again\n\n${original.replaceAll('\n\n', '\n\n\n')}`);
+    // blank lines between statements (before a top-level comment), never inside a function's body
+    const edited = original.replaceAll('\n\n--', '\n\n\n--');
+    expect(edited).not.toBe(original);
+    await writeFile(path.join(dir, firstFile!), `-- reviewed again\n\n${edited}`);
     expect((await migrate(test.db, { dir })).applied).toEqual([]);
   });
 
@@ -123,4 +126,38 @@ describe(`migrator (${BACKEND})`, () => {
     expect(uid.rows[0]!.uid).toBe(supabaseUser);
     expect((await test.db.query(`select to_regprocedure('auth.role()') as f`)).rows[0]).toEqual({ f: null });
   });
+
+  it('refuses a database built from the pre-release migrations, says what to do, and changes nothing', async () => {
+    // what the pre-release files left behind: their versions, recorded where Supabase records them
+    await test.db.exec(`
+      create schema supabase_migrations;
+      create table supabase_migrations.schema_migrations (version text primary key, statements text[], name text);
+      insert into supabase_migrations.schema_migrations (version, name)
+      values ('20261124160000', 'tenancy'), ('20261124230000', 'metric_store'), ('20261125180000', 'key_warmup');
+    `);
+    const refusal = await migrate(test.db, { dir }).catch((error: unknown) => error);
+    expect(refusal).toBeInstanceOf(PreciseError);
+    expect((refusal as PreciseError).code).toBe('migration_pre_baseline');
+    const message = (refusal as PreciseError).message;
+    expect(message).toContain('20261124160000_tenancy … 20261125180000_key_warmup');
+    expect(message).toContain(`${BASELINE_VERSION}_tenancy`);
+    expect(message).toMatch(/PRECISE_DATA_DIR.*drop and recreate the database/s);
+    const tables = await test.db.query(`select 1 from pg_catalog.pg_tables where schemaname = 'public'`);
+    expect(tables.rows).toHaveLength(0);
+    const versions = await recorded();
+    expect(versions.map((row) => row.version)).toEqual(['20261124160000', '20261124230000', '20261125180000']);
+  });
+
+  it('refuses a database migrated by a newer checkout', async () => {
+    await migrate(test.db, { dir });
+    await test.db.query(`insert into supabase_migrations.schema_migrations (version, name) values ('29990101000000', 'future')`);
+    const refusal = await migrate(test.db, { dir }).catch((error: unknown) => error);
+    expect((refusal as PreciseError).code).toBe('migration_unknown');
+    expect((refusal as PreciseError).message).toContain('29990101000000_future');
+  });
+
+  it('starts the baseline at the first file', async () => {
+    expect((await files())[0]).toBe(`${BASELINE_VERSION}_tenancy.sql`);
+  });
 });
+

@@ -16,6 +16,36 @@ describe('enrichment', () => {
     expect(truncateIp('1:2:3:4:5:6:7:8:9')).toBeUndefined();
   });
 
+  it('reads mapped IPv4 as IPv4, drops zone ids, and refuses ambiguous or broken forms', () => {
+    expect(truncateIp('::FFFF:198.51.100.23')).toBe('198.51.100.0');
+    expect(truncateIp('::ffff:c633:6417')).toBe('198.51.100.0'); // the same address in hex
+    expect(truncateIp(' 203.0.113.77 ')).toBe('203.0.113.0');
+    expect(truncateIp('fe80::1%eth0')).toBe('fe80:0:0::');
+    expect(truncateIp('2001:DB8:85A3::8A2E:370:7334')).toBe('2001:db8:85a3::');
+    expect(truncateIp('2001:db8::198.51.100.23')).toBe('2001:db8:0::'); // IPv4 inside IPv6, not mapped
+    // short, hex and octal IPv4 forms are not what a socket or a proxy reports: "010.1.1.1" would be 8.1.1.1
+    for (const garbage of ['', '127.1', '0x7f.0.0.1', '010.1.1.1', '256.1.1.1', '1.2.3.4.5', ':::::', '1::2::3', 'fe80::1%', '::ffff:127.1', '203.0.113.7, 10.0.0.1']) {
+      expect([garbage, truncateIp(garbage)]).toEqual([garbage, undefined]);
+    }
+  });
+
+  it('hashes one address the same however it is written', () => {
+    const day = new Date('2026-11-24T12:00:00Z');
+    const hash = (ip: string) => hashIp(ip, 'secret-one-0123456789', day);
+    expect(hash('::ffff:203.0.113.77')).toBe(hash('203.0.113.77'));
+    expect(hash('2001:0DB8:0000:0000:0000:0000:0000:0001')).toBe(hash('2001:db8::1'));
+    expect(hash('fe80::1%eth0')).toBe(hash('fe80::1'));
+    expect(hash('2001:db8::2')).not.toBe(hash('2001:db8::1'));
+  });
+
+  it('accepts an end user context ip only when it is an address', () => {
+    const context = enrichRequest({ source: 'api', headers: headers(), now: new Date() }, 'secret-0123456789abcdef');
+    const options = { orgId: 'o', receivedAt: new Date(), context, userContext: () => context };
+    const withIp = (ip: string) => normaliseEvent({ type: 'impression', context: { ip } }, options);
+    for (const ip of ['203.0.113.7', '2001:db8::1', '::ffff:203.0.113.7']) expect(withIp(ip).ok).toBe(true);
+    for (const ip of ['not-an-ip', '127.1', ':::::', '999.1.1.1']) expect(withIp(ip)).toMatchObject({ ok: false, rejection: { field: 'context.ip' } });
+  });
+
   it('hashes an IP stably within a UTC day and differently across days and secrets', () => {
     const day1 = new Date('2026-11-24T00:00:01Z');
     const day1Later = new Date('2026-11-24T23:59:59Z');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { digestsEqual, displayPrefix, generateKey, hashKey, kindOfKey } from '../../core/keys.ts';
+import { hexEqual, hmacHex } from '../../core/secrets.ts';
 
 describe('API keys', () => {
   it('generates prefixed, base62, distinct keys', () => {
@@ -36,5 +37,17 @@ describe('API keys', () => {
     expect(digestsEqual('abcd', 'abcd')).toBe(true);
     expect(digestsEqual('abcd', 'abce')).toBe(false);
     expect(digestsEqual('abcd', 'abc')).toBe(false);
+    expect(digestsEqual('é', 'a')).toBe(false); // one character each, not one byte each: no throw
+    expect(digestsEqual(hashKey('k'), hashKey('k'))).toBe(true);
+  });
+
+  it('compares hex signatures in constant time, refusing what is not hex of the same length', () => {
+    const signature = hmacHex('secret', 'message');
+    expect(hexEqual(signature, hmacHex('secret', 'message'))).toBe(true);
+    expect(hexEqual(signature.toUpperCase(), signature)).toBe(true); // the same bytes
+    expect(hexEqual(signature, hmacHex('secret', 'other'))).toBe(false);
+    for (const bad of ['', signature.slice(1), signature.slice(2), `${signature}00`, `${signature.slice(0, -1)}g`, `${signature.slice(0, -1)}é`]) {
+      expect([bad, hexEqual(bad, signature)]).toEqual([bad, false]);
+    }
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseLimitsConfig, parseNodeConfig } from '../../core/config.ts';
 import { PreciseError } from '../../core/errors.ts';
 import { addressKey, bindingLimiter, parseRateSpec, TokenBucketLimiter } from '../../core/rate-limit.ts';
-import { TtlCache } from '../../core/ttl-cache.ts';
+import { TtlCache, TtlCacheEntries } from '../../core/ttl-cache.ts';
 
 describe('token bucket limiter', () => {
   it('allows a burst of N, then refills at N per period', () => {
@@ -92,6 +92,9 @@ describe('address keys', () => {
     expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
     expect(addressKey('::1')).toBe('0:0:0:0::/64');
     expect(addressKey('2001:db8:1:3::1')).not.toBe(addressKey('2001:db8:1:2::1'));
+    expect(addressKey('::ffff:cb00:7107')).toBe('203.0.113.7');
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(addressKey(' Not-An-IP ')).toBe('not-an-ip'); // still a key of its own
   });
 });
 
@@ -136,8 +139,26 @@ describe('TTL cache: misses apart from hits', () => {
     expect(loads).toEqual(['real', 'real', 'gone']);
   });
 
+  it('evicts the least recently used known entry, and keeps nothing with a TTL of 0', async () => {
+    const { loads, load } = loader(new Set(['a', 'b', 'c']));
+    const cache = new TtlCache(load, { maxEntries: 2 });
+    await cache.get('a');
+    await cache.get('b');
+    await cache.get('a'); // a is now the most recent
+    await cache.get('c'); // evicts b
+    await cache.get('a');
+    await cache.get('b');
+    expect(loads).toEqual(['a', 'b', 'c', 'b']);
+    const uncached = new TtlCache(load, { ttlMs: 0, negativeTtlMs: 0 });
+    await uncached.get('a');
+    await uncached.get('a');
+    await uncached.get('nope');
+    await uncached.get('nope');
+    expect(loads.slice(4)).toEqual(['a', 'a', 'nope', 'nope']);
+  });
+
   it('shares the miss map with every cache over the same hit map (a Worker’s per-request caches)', async () => {
-    const entries = new Map();
+    const entries = new TtlCacheEntries<{ key: string }>();
     const first = loader(new Set());
     const second = loader(new Set());
     await new TtlCache(first.load, { entries }).get('fake');

@@ -1,25 +1,37 @@
--- Guards of the database against its own callers (issue 10, "No input can hurt it"):
---   1. retention drops one partition per short transaction under a lock timeout, so ingestion
---      never queues for long behind it (a partition it cannot lock waits for the next run);
---   2. the dedup ledger of sender ids is kept for as long as an event with that id is accepted
---      (400 days), whatever the retention of the raw log, so a resend never counts twice;
---   3. an organization always keeps an owner, and an admin cannot demote or remove one;
---   4. private.org_subscription_tier answers only what the caller may read.
-
--- ---------------------------------------------------------------------------------------------
--- 1 and 2. Retention
+-- Retention of raw events, and partition upkeep, under bounded locks. Whole daily partitions
+-- older than the cutoff are dropped (never a DELETE, which would bloat the table and cost time in
+-- proportion to the rows), once every event in them is in the metrics. Metrics are untouched:
+-- reports keep their history after the raw log is gone.
 --
 -- Detaching a partition takes an ACCESS EXCLUSIVE lock on public.events: while it waits for a
 -- long transaction (a rollup, an open ingest batch, a report), every new insert queues behind
--- it. So the old single-transaction functions go, and the job (scheduled/jobs/partition-upkeep.ts)
--- runs these steps, each its own transaction:
+-- it. So the job (scheduled/jobs/partition-upkeep.ts) runs these steps, each its own short
+-- transaction:
 --   select private.upkeep_event_partitions(from, to);            -- create ahead, carve strays
 --   select private.rollup_metrics();                             -- fold pending events in
 --   select private.event_partitions_before(cutoff);              -- the days to drop
 --   select private.drop_event_partition(name, cutoff);           -- one per day, ~2 s lock wait
 --   select private.prune_event_id_ledger(cutoff);                -- the ledger, 400-day floor
-drop function private.apply_event_retention(date);
-drop function private.drop_event_partitions_before(date);
+
+-- Days that landed in events_default (an occurred_at far in the past or the future, before its
+-- partition existed) get their own daily partition at upkeep, so that retention drops them by
+-- whole partitions like any other day, and time-bounded queries prune them.
+create function private.carve_default_event_days() returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_day date;
+  v_created integer := 0;
+begin
+  for v_day in
+    select distinct (e.occurred_at at time zone 'UTC')::date from public.events_default e order by 1
+  loop
+    v_created := v_created + private.ensure_event_partitions(v_day, v_day);
+  end loop;
+  return v_created;
+end
+$$;
 
 -- How old an occurred_at the edge accepts: LIMITS.maxAgeMs in core/events/limits.ts (a test
 -- checks that they agree).
@@ -179,89 +191,9 @@ begin
 end
 $$;
 
-revoke all on function private.event_max_age(), private.event_partitions_before(date),
-  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date),
-  private.upkeep_event_partitions(date, date, integer) from public;
-grant execute on function private.event_max_age(), private.event_partitions_before(date),
-  private.drop_event_partition(text, date, integer, integer), private.prune_event_id_ledger(date),
-  private.upkeep_event_partitions(date, date, integer) to service_role;
-
--- ---------------------------------------------------------------------------------------------
--- 3. Owners
---
--- An admin manages members but not owners: the update and delete policies reach an owner's
--- row only for an owner. And an organization always keeps one owner, whoever asks (the
--- backend and a deleted auth user's cascade included): transfer ownership, or delete the
--- organization, first.
-drop policy "org_members: admins update" on public.org_members;
-create policy "org_members: admins update" on public.org_members
-  for update to authenticated
-  using (
-    org_id in (select private.user_org_ids_with_role(array['owner', 'admin']))
-    and (role <> 'owner' or org_id in (select private.user_org_ids_with_role(array['owner'])))
-  )
-  with check (
-    org_id in (select private.user_org_ids_with_role(array['owner', 'admin']))
-    and (role <> 'owner' or org_id in (select private.user_org_ids_with_role(array['owner'])))
-  );
-drop policy "org_members: admins delete" on public.org_members;
-create policy "org_members: admins delete" on public.org_members
-  for delete to authenticated
-  using (
-    org_id in (select private.user_org_ids_with_role(array['owner', 'admin']))
-    and (role <> 'owner' or org_id in (select private.user_org_ids_with_role(array['owner'])))
-  );
-
--- After the statement's rows changed, so that it checks the state they leave (a statement that
--- demotes every owner at once fails too). SECURITY DEFINER: it must see and lock every owner
--- row of the org, whatever the caller's policies let it see.
-create function private.keep_an_owner() returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  if old.role <> 'owner'
-     or (tg_op = 'UPDATE' and new.role = 'owner' and new.org_id = old.org_id) then
-    return null;  -- no owner left the org
-  end if;
-  -- the organization itself is being deleted (this is its cascade)
-  if not exists (select 1 from public.organizations o where o.id = old.org_id) then
-    return null;
-  end if;
-  -- FOR SHARE: two owners demoting each other at once wait for one another (one of them fails,
-  -- as a deadlock or a serialization failure, or sees the other's change) instead of both
-  -- passing this check.
-  perform 1 from public.org_members m where m.org_id = old.org_id and m.role = 'owner' for share;
-  if not found then
-    raise exception 'the last owner of organization % cannot be removed or demoted', old.org_id
-      using errcode = 'check_violation',
-            hint = 'make another member an owner first, or delete the organization';
-  end if;
-  return null;
-end
-$$;
-revoke all on function private.keep_an_owner() from public;
-
-create trigger keep_an_owner after update or delete on public.org_members
-  for each row execute function private.keep_an_owner();
-
--- ---------------------------------------------------------------------------------------------
--- 4. Subscription tiers
---
--- It was SECURITY DEFINER and answered for any org once one of the caller's orgs had a
--- permission naming it (any admin can write one, so any tier leaked), and for every org when
--- the claims had no sub. Now it runs as the caller and reads the organization row through its
--- policies: a member gets its own orgs' tiers, the backend (service_role, the owner) any,
--- anyone else nothing. permissions_in_force still evaluates a tier condition for the licensee
--- (a member of the grantee org, or of the granting org for a role grant); the granting org does
--- not see another org's tier, so for it a grant to another org that requires a tier is not
--- listed as in force (it is still in permissions).
-create or replace function private.org_subscription_tier(p_org uuid) returns text
-language sql
-stable
-security invoker
-set search_path = ''
-as $$
-  select o.properties ->> 'subscription_tier' from public.organizations o where o.id = p_org
-$$;
+revoke all on function private.carve_default_event_days(), private.event_max_age(),
+  private.event_partitions_before(date), private.drop_event_partition(text, date, integer, integer),
+  private.prune_event_id_ledger(date), private.upkeep_event_partitions(date, date, integer) from public;
+grant execute on function private.carve_default_event_days(), private.event_max_age(),
+  private.event_partitions_before(date), private.drop_event_partition(text, date, integer, integer),
+  private.prune_event_id_ledger(date), private.upkeep_event_partitions(date, date, integer) to service_role;

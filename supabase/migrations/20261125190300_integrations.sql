@@ -22,7 +22,18 @@ create trigger touch_updated_at before update on public.integrations
 create trigger audit_row_change after insert or update or delete on public.integrations
   for each row execute function private.audit_row_change();
 
-select private.create_tenant_policies('public.integrations', array['owner', 'admin'], array['owner', 'admin']);
+-- integrations: members read; owners and admins write and delete.
+alter table public.integrations enable row level security;
+create policy "integrations: members read" on public.integrations
+  for select to authenticated using (org_id in (select private.user_org_ids()));
+create policy "integrations: writers insert" on public.integrations
+  for insert to authenticated with check (org_id in (select private.user_org_ids_with_role(array['owner', 'admin'])));
+create policy "integrations: writers update" on public.integrations
+  for update to authenticated
+  using (org_id in (select private.user_org_ids_with_role(array['owner', 'admin'])))
+  with check (org_id in (select private.user_org_ids_with_role(array['owner', 'admin'])));
+create policy "integrations: deleters delete" on public.integrations
+  for delete to authenticated using (org_id in (select private.user_org_ids_with_role(array['owner', 'admin'])));
 revoke all on table public.integrations from anon, authenticated;
 grant select, insert, update, delete on table public.integrations to authenticated;
 grant all on table public.integrations to service_role;
