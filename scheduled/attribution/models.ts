@@ -102,7 +102,7 @@ interface EncodedPaths {
 function encodePaths(converting: readonly ChannelPath[], nonConverting: readonly ChannelPath[]): EncodedPaths {
   const indexOf = new Map<string, number>();
   const names: string[] = [];
-  const encode = (paths: readonly ChannelPath[]): PathSet => {
+  const encode = (paths: readonly ChannelPath[], valued: boolean): PathSet => {
     let touches = 0;
     let count = 0;
     for (const path of paths) {
@@ -125,13 +125,13 @@ function encodePaths(converting: readonly ChannelPath[], nonConverting: readonly
         }
         set.flat[at++] = index;
       }
-      set.values[p] = path.value ?? 1;
+      set.values[p] = valued ? (path.value ?? 1) : 1;
       p += 1;
       set.offsets[p] = at;
     }
     return set;
   };
-  return { converting: encode(converting), nonConverting: encode(nonConverting), names };
+  return { converting: encode(converting, true), nonConverting: encode(nonConverting, false), names };
 }
 
 /** Sum of weight × value over the converting paths (all non-empty): the total the data-driven models share out. */
@@ -472,61 +472,100 @@ function creditMap(names: readonly string[], credits: Float64Array): Map<string,
 export const DEFAULT_BOOTSTRAP_SAMPLES = 200;
 export const DEFAULT_BOOTSTRAP_SEED = 12;
 
+const MULBERRY32_INCREMENT = 0x6d2b79f5;
+
+/** mulberry32's output for a state: uniform in [0, 1). */
+function mulberry32Output(state: number): number {
+  let t = state;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
 /** mulberry32: a tiny, well-known 32-bit generator; uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    state = (state + MULBERRY32_INCREMENT) >>> 0;
+    return mulberry32Output(state);
   };
 }
 
 /**
  * Identical paths (same channels, same value) folded into one with a count, so a sample costs a
- * pass over the distinct paths. `member[p]` is the group of original path p.
+ * pass over the distinct paths. `member[p]` is the group of original path p. An open-addressing
+ * table of group ids, keyed by a hash of the channel indices and the value's bits.
  */
-function groupPaths(set: PathSet, withValue: boolean): { set: PathSet; member: Int32Array } {
-  const groupOf = new Map<string, number>();
-  const member = new Int32Array(set.weights.length);
-  const starts: number[] = [];
-  const values: number[] = [];
-  for (let p = 0; p < set.weights.length; p++) {
-    const channels = set.flat.subarray(set.offsets[p]!, set.offsets[p + 1]!);
-    let key = '';
-    for (const c of channels) key += String.fromCharCode(c & 0xffff, c >>> 16);
-    if (withValue) key += `|${set.values[p]}`;
-    let group = groupOf.get(key);
-    if (group === undefined) {
-      group = starts.length;
-      groupOf.set(key, group);
-      starts.push(p);
-      values.push(set.values[p]!);
+function groupPaths(set: PathSet): { set: PathSet; member: Int32Array } {
+  const count = set.weights.length;
+  let capacity = 16;
+  while (capacity < 2 * count) capacity *= 2;
+  const table = new Int32Array(capacity).fill(-1);
+  const first = new Int32Array(count); // a group's first path
+  const member = new Int32Array(count);
+  let groups = 0;
+  let touches = 0;
+  for (let p = 0; p < count; p++) {
+    let slot = hashPath(set, p) & (capacity - 1);
+    let group = table[slot]!;
+    while (group !== -1 && !samePath(set, first[group]!, p)) {
+      slot = (slot + 1) & (capacity - 1);
+      group = table[slot]!;
+    }
+    if (group === -1) {
+      group = groups++;
+      table[slot] = group;
+      first[group] = p;
+      touches += set.offsets[p + 1]! - set.offsets[p]!;
     }
     member[p] = group;
   }
-  let touches = 0;
-  for (const p of starts) touches += set.offsets[p + 1]! - set.offsets[p]!;
-  const grouped: PathSet = { offsets: new Int32Array(starts.length + 1), flat: new Int32Array(touches), values: Float64Array.from(values), weights: new Float64Array(starts.length) };
+  const grouped: PathSet = { offsets: new Int32Array(groups + 1), flat: new Int32Array(touches), values: new Float64Array(groups), weights: new Float64Array(groups) };
   let at = 0;
-  starts.forEach((p, g) => {
+  for (let g = 0; g < groups; g++) {
+    const p = first[g]!;
     grouped.flat.set(set.flat.subarray(set.offsets[p]!, set.offsets[p + 1]!), at);
     at += set.offsets[p + 1]! - set.offsets[p]!;
     grouped.offsets[g + 1] = at;
-  });
+    grouped.values[g] = set.values[p]!;
+  }
   return { set: grouped, member };
 }
 
-/** One multinomial draw: as many paths as there are, with replacement, counted per group. */
-function resample(weights: Float64Array, member: Int32Array, random: () => number): void {
+const valueBits = new Float64Array(1);
+const valueWords = new Uint32Array(valueBits.buffer);
+
+function hashPath(set: PathSet, p: number): number {
+  let hash = 0x811c9dc5;
+  const mix = (word: number) => (hash = Math.imul(hash ^ word, 0x01000193));
+  for (let at = set.offsets[p]!; at < set.offsets[p + 1]!; at++) mix(set.flat[at]!);
+  valueBits[0] = set.values[p]!;
+  mix(valueWords[0]!);
+  mix(valueWords[1]!);
+  return (hash ^ (hash >>> 16)) >>> 0;
+}
+
+function samePath(set: PathSet, p: number, q: number): boolean {
+  const length = set.offsets[p + 1]! - set.offsets[p]!;
+  if (length !== set.offsets[q + 1]! - set.offsets[q]! || set.values[p] !== set.values[q]) return false;
+  for (let i = 0; i < length; i++) if (set.flat[set.offsets[p]! + i] !== set.flat[set.offsets[q]! + i]) return false;
+  return true;
+}
+
+/**
+ * One multinomial draw: as many paths as there are, with replacement, counted per group. The
+ * generator's state is a local here (a closure's state costs twice the time at millions of draws).
+ */
+function resample(weights: Float64Array, member: Int32Array, generator: { state: number }): void {
   weights.fill(0);
   const n = member.length;
+  let state = generator.state;
   for (let draw = 0; draw < n; draw++) {
-    const g = member[Math.floor(random() * n)]!;
+    state = (state + MULBERRY32_INCREMENT) >>> 0;
+    const g = member[Math.floor(mulberry32Output(state) * n)]!;
     weights[g] = weights[g]! + 1;
   }
+  generator.state = state;
 }
 
 /** The empirical quantile of sorted values with linear interpolation (R's type 7). */
@@ -551,20 +590,20 @@ export function bootstrapIntervals(
   const samples = options.samples ?? DEFAULT_BOOTSTRAP_SAMPLES;
   if (!(level > 0 && level < 1)) throw new RangeError(`level must be between 0 and 1 (exclusive), got ${level}`);
   if (!Number.isInteger(samples) || samples < 1) throw new RangeError(`samples must be a positive integer, got ${samples}`);
-  const random = mulberry32(options.seed ?? DEFAULT_BOOTSTRAP_SEED);
+  const generator = { state: (options.seed ?? DEFAULT_BOOTSTRAP_SEED) >>> 0 };
 
   const encoded = encodePaths(converting, model === 'markov' ? nonConverting : []);
   const credit = model === 'markov' ? markovCreditsOfEncoded : shapleyCreditsOfEncoded;
   const pointCredits = credit(encoded);
   const channels = [...pointCredits.keys()].filter((c) => pointCredits[c]! > 0);
 
-  const conv = groupPaths(encoded.converting, true);
-  const nonConv = groupPaths(encoded.nonConverting, false);
+  const conv = groupPaths(encoded.converting);
+  const nonConv = groupPaths(encoded.nonConverting);
   const sample: EncodedPaths = { names: encoded.names, converting: conv.set, nonConverting: nonConv.set };
   const draws = channels.map(() => new Float64Array(samples));
   for (let s = 0; s < samples; s++) {
-    resample(conv.set.weights, conv.member, random);
-    resample(nonConv.set.weights, nonConv.member, random);
+    resample(conv.set.weights, conv.member, generator);
+    resample(nonConv.set.weights, nonConv.member, generator);
     const credits = credit(sample);
     channels.forEach((c, k) => (draws[k]![s] = credits[c]!));
   }

@@ -332,6 +332,38 @@ describe('bootstrap intervals', () => {
     }
   });
 
+  it('equal a plain bootstrap: the same draws over the paths themselves, each sample credited from scratch', () => {
+    const quantile = (values: number[], q: number) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      const h = (sorted.length - 1) * q;
+      return sorted[Math.floor(h)]! + (h - Math.floor(h)) * (sorted[Math.ceil(h)]! - sorted[Math.floor(h)]!);
+    };
+    const valued = converting.map((path, i) => ({ ...path, value: 1 + (i % 3) }));
+    for (const model of ['markov', 'shapley'] as const) {
+      const random = mulberry32(9);
+      const draw = (list: ChannelPath[]) => Array.from(list, () => list[Math.floor(random() * list.length)]!);
+      const samples = Array.from({ length: 60 }, () => {
+        const conv = draw(valued);
+        const nonConv = model === 'markov' ? draw(nonConverting) : [];
+        return model === 'markov' ? markovCredits(conv, nonConv) : shapleyCredits(conv);
+      });
+      const intervals = bootstrapIntervals(model, valued, nonConverting, { level: 0.8, samples: 60, seed: 9 });
+      expect(intervals.size).toBe(6);
+      for (const [channel, { low, high }] of intervals) {
+        const credits = samples.map((credit) => credit.get(channel) ?? 0);
+        expect(low).toBeCloseTo(quantile(credits, 0.1), 9);
+        expect(high).toBeCloseTo(quantile(credits, 0.9), 9);
+      }
+    }
+  });
+
+  it('keep paths with the same channels but different values apart', () => {
+    const converting: ChannelPath[] = Array.from({ length: 100 }, (_, i) => ({ channels: ['A'], value: i % 2 === 0 ? 1 : 3 }));
+    const { low, high } = bootstrapIntervals('shapley', converting, [], { level: 0.9 }).get('A')!;
+    expect(low).toBeLessThan(200);
+    expect(high).toBeGreaterThan(200);
+  });
+
   it('narrow as the paths multiply', () => {
     /** the interval's width relative to the credit */
     const width = (times: number) => {
