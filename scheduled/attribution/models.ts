@@ -437,18 +437,38 @@ export function markovCredits(converting: readonly ChannelPath[], nonConverting:
 // ---------------------------------------------------------------------------------------------
 // Shapley
 
-function shapleyCreditsOfEncoded(encoded: EncodedPaths): Float64Array {
-  const credits = new Float64Array(encoded.names.length);
-  const { offsets, flat, values, weights } = encoded.converting;
-  const distinct: number[] = [];
+/** The same paths with each channel once, in order of first touch: all Shapley needs. Values and weights are shared. */
+function distinctChannels(set: PathSet, channelCount: number): PathSet {
+  const seenIn = new Int32Array(channelCount).fill(-1);
+  const offsets = new Int32Array(set.offsets.length);
+  const flat = new Int32Array(set.flat.length);
+  let at = 0;
+  for (let p = 0; p < set.weights.length; p++) {
+    for (let from = set.offsets[p]!; from < set.offsets[p + 1]!; from++) {
+      const c = set.flat[from]!;
+      if (seenIn[c] === p) continue;
+      seenIn[c] = p;
+      flat[at++] = c;
+    }
+    offsets[p + 1] = at;
+  }
+  return { offsets, flat: flat.subarray(0, at), values: set.values, weights: set.weights };
+}
+
+/** Shapley credit from paths of distinct channels: each gets weight × value / |S|. */
+function shapleyOfDistinct(distinct: PathSet, channelCount: number): Float64Array {
+  const credits = new Float64Array(channelCount);
+  const { offsets, flat, values, weights } = distinct;
   for (let p = 0; p < weights.length; p++) {
     if (weights[p] === 0) continue;
-    distinct.length = 0;
-    for (let at = offsets[p]!; at < offsets[p + 1]!; at++) if (!distinct.includes(flat[at]!)) distinct.push(flat[at]!);
-    const share = (weights[p]! * values[p]!) / distinct.length;
-    for (const c of distinct) credits[c] = credits[c]! + share;
+    const share = (weights[p]! * values[p]!) / (offsets[p + 1]! - offsets[p]!);
+    for (let at = offsets[p]!; at < offsets[p + 1]!; at++) credits[flat[at]!] = credits[flat[at]!]! + share;
   }
   return credits;
+}
+
+function shapleyCreditsOfEncoded(encoded: EncodedPaths): Float64Array {
+  return shapleyOfDistinct(distinctChannels(encoded.converting, encoded.names.length), encoded.names.length);
 }
 
 /** Simplified Shapley (Zhao et al. 2018): each distinct channel S of a converting path gets value/|S|; summed per channel. */
@@ -600,11 +620,13 @@ export function bootstrapIntervals(
   const conv = groupPaths(encoded.converting);
   const nonConv = groupPaths(encoded.nonConverting);
   const sample: EncodedPaths = { names: encoded.names, converting: conv.set, nonConverting: nonConv.set };
+  // Shapley sees each path's distinct channels only: found once, not once a sample
+  const distinct = model === 'shapley' ? distinctChannels(conv.set, encoded.names.length) : conv.set;
   const draws = channels.map(() => new Float64Array(samples));
   for (let s = 0; s < samples; s++) {
     resample(conv.set.weights, conv.member, generator);
     resample(nonConv.set.weights, nonConv.member, generator);
-    const credits = credit(sample);
+    const credits = model === 'markov' ? markovCreditsOfEncoded(sample) : shapleyOfDistinct(distinct, encoded.names.length);
     channels.forEach((c, k) => (draws[k]![s] = credits[c]!));
   }
 
