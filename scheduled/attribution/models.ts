@@ -81,8 +81,8 @@ export function markovRemovalEffects(
       const row = counts.get(c)!;
       const total = [...row.values()].reduce((x, y) => x + y, 0);
       for (const [to, count] of row) {
-        if (to === '\u0000conv') a[i]![n] += count / total;
-        else if (to !== '\u0000null' && to !== removed) a[i]![index.get(to)!] -= count / total;
+        if (to === '\u0000conv') a[i]![n] = a[i]![n]! + count / total;
+        else if (to !== '\u0000null' && to !== removed) a[i]![index.get(to)!] = a[i]![index.get(to)!]! - count / total;
       }
     });
     for (let col = 0; col < n; col += 1) {
@@ -92,7 +92,7 @@ export function markovRemovalEffects(
       for (let r = 0; r < n; r += 1) {
         if (r === col || a[r]![col] === 0) continue;
         const f = a[r]![col]! / a[col]![col]!;
-        for (let k = col; k <= n; k += 1) a[r]![k] -= f * a[col]![k]!;
+        for (let k = col; k <= n; k += 1) a[r]![k] = a[r]![k]! - f * a[col]![k]!;
       }
     }
     const p = channels.map((_, i) => a[i]![n]! / a[i]![i]!);

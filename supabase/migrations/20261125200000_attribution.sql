@@ -172,6 +172,9 @@ create table public.attribution_paths (
   credited jsonb,
   -- the time-decay half-life the credit in the metrics was computed with
   credit_half_life numeric,
+  -- counts the changes of what the credit is computed from: the job writes a credit only for
+  -- the version it read
+  version bigint not null default 0,
   updated_at timestamptz not null default now(),
   primary key (org_id, conversion_key)
 );
@@ -491,6 +494,7 @@ begin
            credit_pending = p.credit_pending
                             or (p.converted_at, p.status, p.amount, p.currency)
                                is distinct from (excluded.converted_at, excluded.status, excluded.amount, excluded.currency),
+           version = p.version + 1,
            updated_at = now()
     returning p.org_id, p.user_key, p.converted_at, p.path_pending
   )
@@ -539,7 +543,7 @@ begin
     where p.path_pending
     order by p.org_id, p.conversion_key
     limit p_limit
-    for update of p
+    for update of p skip locked
   ),
   -- the click a conversion's click_id names: the first with that id, as ingestion takes it
   named as (
@@ -611,6 +615,7 @@ begin
            credited = case when p.credit_pending or p.touches is not distinct from n.touches then p.credited
                            else private.attribution_credited(p.converted_at, p.status, p.amount, p.currency, p.touches, p.credit_half_life) end,
            credit_pending = p.credit_pending or p.touches is distinct from n.touches,
+           version = p.version + 1,
            updated_at = now()
       from paths n
      where p.org_id = n.org_id and p.conversion_key = n.conversion_key
@@ -714,12 +719,12 @@ begin
   get diagnostics v_points = row_count;
   -- what the metrics held for these buckets is gone: nothing is credited for it any more
   update public.attribution_paths p
-     set credited = null
+     set credited = null, version = p.version + 1
    where p.credit_pending and p.credited is not null
      and date_bin('15 minutes', (p.credited ->> 'at')::timestamptz, timestamptz '2000-01-01 00:00:00+00') >= v_from
      and date_bin('15 minutes', (p.credited ->> 'at')::timestamptz, timestamptz '2000-01-01 00:00:00+00') < v_to;
   update public.attribution_paths p
-     set credited = null, credit_pending = true
+     set credited = null, credit_pending = true, version = p.version + 1
    where not p.credit_pending and p.converted_at >= v_from and p.converted_at < v_to;
   update public.attribution_paths p
      set path_pending = true
@@ -735,11 +740,13 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- Up to p_limit conversions whose credit is pending and path built (organizations with valid
--- settings), locked until the caller's transaction ends, with the half-life to credit them with.
+-- settings): the state to credit now and what the metrics hold (`credited`, null for nothing),
+-- each as {at (text, exact), ms (epoch ms), status, amount, currency, touches, half_life}, and the
+-- version they were read at. Nothing is locked: the write takes only the versions still current.
 create function private.attribution_credit_work(p_limit integer)
-returns table (org_id uuid, conversion_key text, converted_at timestamptz, status text, amount numeric, currency text,
-               touches jsonb, credited jsonb, half_life numeric)
+returns table (org_id uuid, conversion_key text, version bigint, half_life numeric, current_state jsonb, credited_state jsonb)
 language sql
+stable
 set search_path = ''
 as $$
   with orgs as (
@@ -747,38 +754,51 @@ as $$
     from public.organizations o
     where exists (select from public.attribution_paths p where p.org_id = o.id and p.credit_pending)
   )
-  select p.org_id, p.conversion_key, p.converted_at, p.status, p.amount, p.currency, p.touches, p.credited,
-         (o.s ->> 'time_decay_half_life_days')::numeric
+  select p.org_id, p.conversion_key, p.version, (o.s ->> 'time_decay_half_life_days')::numeric,
+         private.attribution_credited(p.converted_at, p.status, p.amount, p.currency, p.touches, null)
+           || jsonb_build_object('ms', floor(extract(epoch from p.converted_at) * 1000)::bigint),
+         case when p.credited is not null then p.credited
+           || jsonb_build_object('ms', floor(extract(epoch from (p.credited ->> 'at')::timestamptz) * 1000)::bigint) end
   from public.attribution_paths p
   join orgs o on o.id = p.org_id and not o.s ? 'error'
   where p.credit_pending and not p.path_pending
   order by p.org_id, p.conversion_key
   limit p_limit
-  for update of p
 $$;
 
--- Adds credit rows to the metrics and marks their conversions credited.
---   p_credits: [[org_id, dimension, channel, metric, model, currency ('' for none), conversion time, amount], ...]
---     (a negative amount takes away what was added before); series: entity_type the dimension,
---     entity_id the channel, dimensions {"model", "currency"}; the conversion's 15-minute bucket.
---   p_done: [[org_id, conversion_key, half_life], ...]
--- Points that net to zero are removed. Returns the number of points written.
-create function private.attribution_apply_credits(p_credits jsonb, p_done jsonb) returns bigint
+-- Writes the credits the job computed, for the conversions still at the version it read (a
+-- conversion changed since, or credited by another run, is left for the next chunk), and marks
+-- them credited; in one statement, so a credit is written exactly once.
+--   p_done: [[org_id, conversion_key, version, half_life], ...]
+--   p_credits: [[org_id, conversion_key, dimension, channel, metric, model, currency ('' for
+--     none), time (text), amount], ...]; a negative amount takes away what was added before.
+-- Series: entity_type the dimension, entity_id the channel, dimensions {"model", "currency"};
+-- points in the conversion's 15-minute bucket. Points that net to zero are removed. Returns the
+-- conversions credited and the points written.
+create function private.attribution_apply_credits(p_done jsonb, p_credits jsonb, out credited bigint, out points bigint)
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_points bigint;
   v_zero_orgs uuid[];
   v_zero_series bigint[];
   v_zero_buckets timestamptz[];
 begin
-  with given as (
-    select (r ->> 0)::uuid as org_id, r ->> 1 as entity_type, r ->> 2 as entity_id, r ->> 3 as metric,
-           jsonb_strip_nulls(jsonb_build_object('model', r ->> 4, 'currency', nullif(r ->> 5, ''))) as dimensions,
-           date_bin('15 minutes', (r ->> 6)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
-           (r ->> 7)::numeric as amount
+  with fresh as (
+    update public.attribution_paths p
+       set credit_pending = false, credited = null, credit_half_life = (d ->> 3)::numeric,
+           version = p.version + 1, updated_at = now()
+      from jsonb_array_elements(p_done) d
+     where p.org_id = (d ->> 0)::uuid and p.conversion_key = d ->> 1 and p.version = (d ->> 2)::bigint and p.credit_pending
+    returning p.org_id, p.conversion_key
+  ),
+  given as (
+    select (r ->> 0)::uuid as org_id, r ->> 2 as entity_type, r ->> 3 as entity_id, r ->> 4 as metric,
+           jsonb_strip_nulls(jsonb_build_object('model', r ->> 5, 'currency', nullif(r ->> 6, ''))) as dimensions,
+           date_bin('15 minutes', (r ->> 7)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
+           (r ->> 8)::numeric as amount
     from jsonb_array_elements(p_credits) r
+    where exists (select from fresh f where f.org_id = (r ->> 0)::uuid and f.conversion_key = r ->> 1)
   ),
   sums as (
     select g.org_id, g.entity_type, g.entity_id, g.metric, g.dimensions, g.bucket, sum(g.amount) as value
@@ -820,21 +840,15 @@ begin
     on conflict (org_id, series_id, bucket_start) do update set value = trim_scale(p.value + excluded.value)
     returning p.org_id, p.series_id, p.bucket_start, p.value
   )
-  select count(*), array_agg(a.org_id) filter (where a.value = 0), array_agg(a.series_id) filter (where a.value = 0),
-         array_agg(a.bucket_start) filter (where a.value = 0)
-    into v_points, v_zero_orgs, v_zero_series, v_zero_buckets
+  select (select count(*) from fresh), count(*), array_agg(a.org_id) filter (where a.value = 0),
+         array_agg(a.series_id) filter (where a.value = 0), array_agg(a.bucket_start) filter (where a.value = 0)
+    into credited, points, v_zero_orgs, v_zero_series, v_zero_buckets
     from added a;
   if v_zero_orgs is not null then
     delete from public.metric_points p
     using unnest(v_zero_orgs, v_zero_series, v_zero_buckets) as z(org_id, series_id, bucket_start)
     where p.org_id = z.org_id and p.series_id = z.series_id and p.bucket_start = z.bucket_start and p.value = 0;
   end if;
-
-  update public.attribution_paths p
-     set credit_pending = false, credited = null, credit_half_life = (d ->> 2)::numeric, updated_at = now()
-    from jsonb_array_elements(p_done) d
-   where p.org_id = (d ->> 0)::uuid and p.conversion_key = d ->> 1;
-  return v_points;
 end
 $$;
 
@@ -888,11 +902,11 @@ grant execute on function
 -- The conversions of a period (approved, their 15-minute bucket in [p_from, p_to)) and, on
 -- request, their paths at a dimension and the period's non-converting paths. With p_campaign_id,
 -- the conversions of that campaign or whose path touches it, and the non-converting paths that
--- touch it. Answers:
+-- touch it ({"refused": "campaign_id"} for a campaign not the organization's). Answers:
 --   settings: the organization's settings (or {error, field}),
 --   conversions, attributed (a path with a touch), pending (a path not built yet), non_converting,
 --   currencies: [[currency or null, conversions, attributed, attributed value]],
---   grouped (p_grouped): [[paths, currency, value, [channel, ...]]], identical paths counted once,
+--   grouped (p_grouped): [[paths, currency, amount, [channel, ...]]], identical paths (and amounts) counted once,
 --   detailed (p_detailed): [[conversion time (ms), currency, amount, [[touch time (ms), "c"|"v", channel], ...]]],
 --   non_converting_paths (p_grouped): [[paths, [channel, ...]]].
 create function public.attribution_period(
@@ -915,6 +929,10 @@ declare
   v_to timestamptz := private.attribution_bucket_ceiling(p_to);
   v_settings jsonb;
 begin
+  if p_campaign_id is not null
+     and not exists (select from public.campaigns c where c.id = p_campaign_id and c.org_id = p_org_id) then
+    return jsonb_build_object('refused', 'campaign_id');
+  end if;
   select private.attribution_settings(o.properties) into v_settings from public.organizations o where o.id = p_org_id;
   return (
     with conversions as materialized (
@@ -960,9 +978,9 @@ begin
                                   coalesce(sum(c.amount) filter (where jsonb_array_length(c.touches) > 0), 0) as value
                            from conversions c group by c.currency) x),
       'grouped', case when p_grouped then (
-                   select coalesce(jsonb_agg(jsonb_build_array(g.paths, g.currency, g.value, g.channels)), '[]')
-                   from (select count(*) as paths, a.currency, coalesce(sum(a.amount), 0) as value, to_jsonb(a.channels) as channels
-                         from attributed a group by a.currency, a.channels) g) end,
+                   select coalesce(jsonb_agg(jsonb_build_array(g.paths, g.currency, g.amount, g.channels)), '[]')
+                   from (select count(*) as paths, a.currency, a.amount, to_jsonb(a.channels) as channels
+                         from attributed a group by a.currency, a.amount, a.channels) g) end,
       'detailed', case when p_detailed then (
                     select coalesce(jsonb_agg(jsonb_build_array(
                              floor(extract(epoch from a.converted_at) * 1000)::bigint, a.currency, a.amount,
