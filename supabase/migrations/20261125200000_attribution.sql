@@ -545,26 +545,22 @@ begin
     limit p_limit
     for update of p skip locked
   ),
-  -- the click a conversion's click_id names: the first with that id, as ingestion takes it
-  named as (
-    select c.org_id, c.conversion_key, k.*
-    from chosen c
-    cross join lateral (
-      select t.user_key as click_user_key, t.at as click_at, t.event_id as click_event_id, t.campaign_id as click_campaign_id,
-             t.creative_id as click_creative_id, t.asset_ids as click_asset_ids, t.properties as click_properties
-      from public.attribution_touches t
-      where t.org_id = c.org_id and t.click_id = c.click_id and t.is_click
-      order by t.at, t.event_id
-      limit 1
-    ) k
-    where c.click_id is not null
-  ),
+  -- the click a conversion's click_id names (the first with that id, as ingestion takes it), and
+  -- the conversion's user: its own, else its click's
   users as (
     select c.*, n.click_at, n.click_event_id, n.click_campaign_id, n.click_creative_id, n.click_asset_ids, n.click_properties,
            coalesce(c.own_user_key, case when c.links_user then nullif(n.click_user_key, '') end) as user_key
     from chosen c
-    left join named n on n.org_id = c.org_id and n.conversion_key = c.conversion_key
+    left join lateral (
+      select t.user_key as click_user_key, t.at as click_at, t.event_id as click_event_id, t.campaign_id as click_campaign_id,
+             t.creative_id as click_creative_id, t.asset_ids as click_asset_ids, t.properties as click_properties
+      from public.attribution_touches t
+      where c.click_id is not null and t.org_id = c.org_id and t.click_id = c.click_id and t.is_click
+      order by t.at, t.event_id
+      limit 1
+    ) n on true
   ),
+  -- the earliest a touch may be: the longer window, and the user's previous conversion
   bounded as (
     select u.*,
            greatest(u.converted_at - make_interval(days => greatest(u.click_days, u.view_days)),
@@ -573,41 +569,38 @@ begin
                        and (q.converted_at, q.conversion_key) < (u.converted_at, u.conversion_key))) as since
     from users u
   ),
-  candidates as (
-    select b.org_id, b.conversion_key, t.event_id, t.at, t.is_click, t.campaign_id, t.creative_id, t.asset_ids, t.properties
-    from bounded b
-    join public.attribution_touches t
-      on t.org_id = b.org_id and t.user_key = b.user_key and t.at >= b.since and t.at < b.converted_at
-    where b.user_key is not null
-      and case when t.is_click then t.at >= b.converted_at - make_interval(days => b.click_days)
-               else b.view_days > 0 and t.at >= b.converted_at - make_interval(days => b.view_days) end
-    union
-    select b.org_id, b.conversion_key, b.click_event_id, b.click_at, true, b.click_campaign_id, b.click_creative_id,
-           b.click_asset_ids, b.click_properties
-    from bounded b
-    where b.click_event_id is not null and b.click_at < b.converted_at
-      and b.click_at >= b.converted_at - make_interval(days => b.click_days)
-  ),
-  kept as (
-    select c.*, row_number() over (partition by c.org_id, c.conversion_key order by c.at desc, c.event_id desc) as recency
-    from (select c.*, bool_or(c.is_click) over (partition by c.org_id, c.conversion_key) as has_click from candidates c) c
-    join bounded b on b.org_id = c.org_id and b.conversion_key = c.conversion_key
-    where not (b.click_beats_view and c.has_click and not c.is_click)
-  ),
-  aggregated as (
-    select k.org_id, k.conversion_key,
-           jsonb_agg(private.attribution_touch_json(k.event_id, k.at, k.is_click, k.campaign_id, k.creative_id,
-                                                    k.asset_ids, k.properties) order by k.at, k.event_id)
-             filter (where k.recency <= 50) as touches,
-           (count(*) filter (where k.recency > 50))::integer as dropped
-    from kept k
-    group by k.org_id, k.conversion_key
-  ),
+  -- each path on its own (laterals, so that the work follows the conversions, whatever the
+  -- planner guesses of the chunk's size)
   paths as (
     select b.org_id, b.conversion_key, b.user_key, b.old_user_key, b.old_touches, b.converted_at,
-           coalesce(a.touches, '[]') as touches, coalesce(a.dropped, 0) as dropped
+           coalesce(x.touches, '[]') as touches, coalesce(x.dropped, 0) as dropped
     from bounded b
-    left join aggregated a on a.org_id = b.org_id and a.conversion_key = b.conversion_key
+    cross join lateral (
+      select jsonb_agg(private.attribution_touch_json(k.event_id, k.at, k.is_click, k.campaign_id, k.creative_id,
+                                                      k.asset_ids, k.properties) order by k.at, k.event_id)
+               filter (where k.recency <= 50) as touches,
+             (count(*) filter (where k.recency > 50))::integer as dropped
+      from (
+        select c.*, row_number() over (order by c.at desc, c.event_id desc) as recency
+        from (
+          select c.*, bool_or(c.is_click) over () as has_click
+          from (
+            select t.event_id, t.at, t.is_click, t.campaign_id, t.creative_id, t.asset_ids, t.properties
+            from public.attribution_touches t
+            where b.user_key is not null and t.org_id = b.org_id and t.user_key = b.user_key
+              and t.at >= b.since and t.at < b.converted_at
+              and case when t.is_click then t.at >= b.converted_at - make_interval(days => b.click_days)
+                       else b.view_days > 0 and t.at >= b.converted_at - make_interval(days => b.view_days) end
+            union
+            select b.click_event_id, b.click_at, true, b.click_campaign_id, b.click_creative_id, b.click_asset_ids, b.click_properties
+            where b.click_event_id is not null and b.click_at < b.converted_at
+              and b.click_at >= b.converted_at - make_interval(days => b.click_days)
+          ) c
+        ) c
+        -- with click_beats_view, a path holding a click keeps only its clicks
+        where not (b.click_beats_view and c.has_click and not c.is_click)
+      ) k
+    ) x
   ),
   updated as (
     update public.attribution_paths p
@@ -768,7 +761,7 @@ $$;
 
 -- Writes the credits the job computed, for the conversions still at the version it read (a
 -- conversion changed since, or credited by another run, is left for the next chunk), and marks
--- them credited; in one statement, so a credit is written exactly once.
+-- them credited, in one call (one transaction), so a credit is written exactly once.
 --   p_done: [[org_id, conversion_key, version, half_life], ...]
 --   p_credits: [[org_id, conversion_key, dimension, channel, metric, model, currency ('' for
 --     none), time (text), amount], ...]; a negative amount takes away what was added before.
@@ -780,6 +773,8 @@ language plpgsql
 set search_path = ''
 as $$
 declare
+  v_orgs uuid[];
+  v_keys text[];
   v_zero_orgs uuid[];
   v_zero_series bigint[];
   v_zero_buckets timestamptz[];
@@ -791,59 +786,52 @@ begin
       from jsonb_array_elements(p_done) d
      where p.org_id = (d ->> 0)::uuid and p.conversion_key = d ->> 1 and p.version = (d ->> 2)::bigint and p.credit_pending
     returning p.org_id, p.conversion_key
+  )
+  select count(*), array_agg(f.org_id), array_agg(f.conversion_key) into credited, v_orgs, v_keys from fresh f;
+  if credited = 0 then
+    points := 0;
+    return;
+  end if;
+
+  -- The series are named first, in a statement of their own, so that the points below find every
+  -- one of them by an index probe, whatever the planner guesses of the size of p_credits.
+  insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+  select distinct (r ->> 0)::uuid, r ->> 4, r ->> 2, r ->> 3, '15m',
+         jsonb_strip_nulls(jsonb_build_object('model', r ->> 5, 'currency', nullif(r ->> 6, '')))
+  from jsonb_array_elements(p_credits) r
+  where ((r ->> 0)::uuid, r ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
+  on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
+
+  with fresh as (
+    select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key)
   ),
-  given as (
+  sums as (
     select (r ->> 0)::uuid as org_id, r ->> 2 as entity_type, r ->> 3 as entity_id, r ->> 4 as metric,
            jsonb_strip_nulls(jsonb_build_object('model', r ->> 5, 'currency', nullif(r ->> 6, ''))) as dimensions,
            date_bin('15 minutes', (r ->> 7)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
-           (r ->> 8)::numeric as amount
+           sum((r ->> 8)::numeric) as value
     from jsonb_array_elements(p_credits) r
-    where exists (select from fresh f where f.org_id = (r ->> 0)::uuid and f.conversion_key = r ->> 1)
-  ),
-  sums as (
-    select g.org_id, g.entity_type, g.entity_id, g.metric, g.dimensions, g.bucket, sum(g.amount) as value
-    from given g
+    where ((r ->> 0)::uuid, r ->> 1) in (select f.org_id, f.conversion_key from fresh f)
     group by 1, 2, 3, 4, 5, 6
-    having sum(g.amount) <> 0
-  ),
-  keys as (
-    select distinct s.org_id, s.entity_type, s.entity_id, s.metric, s.dimensions from sums s
-  ),
-  known as (
-    select k.*, s.id as series_id
-    from keys k
-    join public.metric_series s
-      on s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
-     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions
-  ),
-  named as (
-    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
-    select k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
-    from keys k
-    where not exists (select from known n
-                      where n.org_id = k.org_id and n.metric = k.metric and n.entity_type = k.entity_type
-                        and n.entity_id = k.entity_id and n.dimensions = k.dimensions)
-    returning id, org_id, metric, entity_type, entity_id, dimensions
-  ),
-  series as (
-    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.series_id from known n
-    union all
-    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.id from named n
+    having sum((r ->> 8)::numeric) <> 0
   ),
   added as (
     insert into public.metric_points as p (org_id, series_id, bucket_start, value)
-    select s.org_id, k.series_id, s.bucket, trim_scale(s.value)
+    select s.org_id, k.id, s.bucket, trim_scale(s.value)
     from sums s
-    join series k
-      on k.org_id = s.org_id and k.metric = s.metric and k.entity_type = s.entity_type and k.entity_id = s.entity_id
-     and k.dimensions = s.dimensions
+    cross join lateral (
+      select m.id from public.metric_series m
+      where m.org_id = s.org_id and m.entity_type = s.entity_type and m.entity_id = s.entity_id and m.metric = s.metric
+        and m.granularity = '15m' and m.dimensions = s.dimensions
+    ) k
     on conflict (org_id, series_id, bucket_start) do update set value = trim_scale(p.value + excluded.value)
     returning p.org_id, p.series_id, p.bucket_start, p.value
   )
-  select (select count(*) from fresh), count(*), array_agg(a.org_id) filter (where a.value = 0),
+  select count(*), array_agg(a.org_id) filter (where a.value = 0),
          array_agg(a.series_id) filter (where a.value = 0), array_agg(a.bucket_start) filter (where a.value = 0)
-    into credited, points, v_zero_orgs, v_zero_series, v_zero_buckets
+    into points, v_zero_orgs, v_zero_series, v_zero_buckets
     from added a;
+  -- a point that nets to zero (a conversion rejected, a path moved) is no point
   if v_zero_orgs is not null then
     delete from public.metric_points p
     using unnest(v_zero_orgs, v_zero_series, v_zero_buckets) as z(org_id, series_id, bucket_start)
