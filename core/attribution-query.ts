@@ -17,9 +17,11 @@ export type RuleModel = (typeof RULE_MODELS)[number];
 export type DataDrivenModel = (typeof DATA_DRIVEN_MODELS)[number];
 export type Model = (typeof MODELS)[number];
 
-/** Dimensions whose rule-model credits the attribution job stores as metrics. */
-export const STORED_DIMENSIONS = ['campaign', 'creative', 'data_asset'] as const;
-export type Dimension = (typeof STORED_DIMENSIONS)[number] | 'property';
+/** The dimensions by name; besides them, property:<name>. */
+export const DIMENSIONS = ['campaign', 'creative', 'data_asset'] as const;
+export type Dimension = (typeof DIMENSIONS)[number] | 'property';
+/** The dimensions whose rule-model credits the attribution job stores as metrics (the others are computed from the paths). */
+export const STORED_DIMENSIONS: readonly Dimension[] = ['campaign', 'creative'];
 
 /** The channel of a touch without a value at the dimension asked for. */
 export const NO_CHANNEL = '(none)';
@@ -186,7 +188,7 @@ export function parseModels(values: string[]): Model[] {
 const NOT_IN_NAMES = /[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export function parseDimension(value: string): { dimension: Dimension; property?: string } {
-  const known = STORED_DIMENSIONS.find((name) => name === value);
+  const known = DIMENSIONS.find((name) => name === value);
   if (known) return { dimension: known };
   if (value.startsWith('property:')) {
     const property = value.slice('property:'.length);
@@ -249,8 +251,8 @@ class Ledger {
 export async function queryAttribution(reader: AttributionReader, math: AttributionMath, query: AttributionQuery) {
   const rules = query.models.filter((model): model is RuleModel => (RULE_MODELS as readonly string[]).includes(model));
   const driven = query.models.filter((model): model is DataDrivenModel => (DATA_DRIVEN_MODELS as readonly string[]).includes(model));
-  // the rule models' credits are stored for the stored dimensions; a campaign filter or a property is computed now
-  const fromMetrics = rules.length > 0 && query.dimension !== 'property' && query.campaignId === undefined;
+  // the rule models' credits are stored for campaigns and creatives; the others, or a campaign filter, are computed now
+  const fromMetrics = rules.length > 0 && STORED_DIMENSIONS.includes(query.dimension) && query.campaignId === undefined;
   const [period, stored] = await Promise.all([
     reader.period(query, { grouped: driven.length > 0, detailed: rules.length > 0 && !fromMetrics }),
     fromMetrics ? reader.storedCredits(query, rules) : Promise.resolve([] as StoredCredit[]),

@@ -16,8 +16,11 @@ export interface AttributionInput {
   to?: string;
 }
 
-/** The dimensions whose rule-model credits are stored as metrics (the others are computed when asked). */
-export const STORED_DIMENSIONS = ['campaign', 'creative', 'data_asset'] as const;
+/**
+ * The dimensions whose rule-model credits are stored as metrics: bounded by the campaigns and
+ * creatives a path holds. data_asset and property:<name> are computed from the paths when asked.
+ */
+export const STORED_DIMENSIONS = ['campaign', 'creative'] as const;
 type StoredDimension = (typeof STORED_DIMENSIONS)[number];
 
 const BUILD_CHUNK = 2000;
@@ -75,13 +78,15 @@ export async function runAttribution(db: Queryable, input: AttributionInput = {}
 
 /** Builds every pending path, then writes every pending credit; reports what waits for bad settings. */
 async function buildAndCredit(db: Queryable) {
-  const summary = { paths_built: 0, paths_changed: 0, conversions_credited: 0, points: 0 };
+  const summary = { paths_built: 0, paths_changed: 0, conversions_credited: 0, points: 0, build_ms: 0, credit_ms: 0 };
+  const started = performance.now();
   for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
     const { rows } = await db.query<{ built: number; changed: number }>('select * from private.attribution_build($1)', [BUILD_CHUNK]);
     summary.paths_built += rows[0]!.built;
     summary.paths_changed += rows[0]!.changed;
     if (rows[0]!.built === 0) break;
   }
+  summary.build_ms = Math.round(performance.now() - started);
   for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
     const written = await creditChunk(db);
     if (written === undefined) break;
@@ -90,6 +95,7 @@ async function buildAndCredit(db: Queryable) {
     // none of the chunk was still as read: another run is crediting them; it, or the next run, goes on
     if (written.credited === 0) break;
   }
+  summary.credit_ms = Math.round(performance.now() - started) - summary.build_ms;
   const { rows } = await db.query<{ waiting: Array<{ org_id: string; error: string; field: string; waiting: number }> }>(
     'select private.attribution_waiting() as waiting',
   );
@@ -105,12 +111,11 @@ async function creditChunk(db: Queryable): Promise<{ credited: number; points: n
   const done: unknown[][] = [];
   for (const work of rows) {
     const halfLife = Number(work.half_life);
-    for (const row of contribution(work.current_state, halfLife)) credits.push([work.org_id, work.conversion_key, ...row]);
-    if (work.credited_state) {
-      for (const row of contribution(work.credited_state, work.credited_state.half_life ?? halfLife)) {
-        credits.push([work.org_id, work.conversion_key, ...row.slice(0, -1), -(row.at(-1) as number)]);
-      }
-    }
+    const now = contribution(work.current_state, halfLife);
+    if (now) credits.push([work.org_id, work.conversion_key, 1, ...now]);
+    // what the metrics hold for it, taken away
+    const before = work.credited_state && contribution(work.credited_state, work.credited_state.half_life ?? halfLife);
+    if (before) credits.push([work.org_id, work.conversion_key, -1, ...before]);
     done.push([work.org_id, work.conversion_key, work.version, halfLife]);
   }
   const { rows: written } = await db.query<{ credited: string; points: string }>(
@@ -121,41 +126,36 @@ async function creditChunk(db: Queryable): Promise<{ credited: number; points: n
 }
 
 /**
- * What a conversion in this state adds to the metrics: per rule model, stored dimension and
- * channel, its credit (attributed_conversions) and its credit times its amount
- * (attributed_value), in its currency. Nothing unless approved with a touch in its path.
- * Rows: [dimension, channel, metric, model, currency ('' for none), time, amount].
+ * What a conversion in this state adds to the metrics: its time, currency and amount, and per
+ * rule model, stored dimension and channel its credit (SQL writes the credit as
+ * attributed_conversions, and the credit times the amount as attributed_value, both exact in
+ * numeric). Nothing unless approved with a touch in its path.
  */
-export function contribution(state: CreditState, halfLifeDays: number): Array<[StoredDimension, string, string, string, string, string, number]> {
+export function contribution(
+  state: CreditState,
+  halfLifeDays: number,
+): [at: string, currency: string, amount: number | null, credits: Array<[StoredDimension, string, string, number]>] | undefined {
   const touches = state.touches ?? [];
-  if (state.status !== 'approved' || touches.length === 0) return [];
+  if (state.status !== 'approved' || touches.length === 0) return undefined;
   const asTouches: Touch[] = touches.map((touch) => ({ at: touch.at, kind: touch.k === 'c' ? 'click' : 'view', channel: '' }));
-  const rows: Array<[StoredDimension, string, string, string, string, string, number]> = [];
+  const credits: Array<[StoredDimension, string, string, number]> = [];
   for (const model of RULE_MODELS) {
-    const credits = ruleCredits(model, asTouches, state.ms, { halfLifeDays });
+    const perTouch = ruleCredits(model, asTouches, state.ms, { halfLifeDays });
     for (const dimension of STORED_DIMENSIONS) {
-      for (const [channel, credit] of creditByChannel(touches, credits, dimension)) {
-        if (credit === 0) continue;
-        rows.push([dimension, channel, 'attributed_conversions', model, state.currency ?? '', state.at, credit]);
-        if (state.amount !== null) rows.push([dimension, channel, 'attributed_value', model, state.currency ?? '', state.at, credit * state.amount]);
+      for (const [channel, credit] of creditByChannel(touches, perTouch, dimension)) {
+        if (credit !== 0) credits.push([dimension, channel, model, credit]);
       }
     }
   }
-  return rows;
+  return [state.at, state.currency ?? '', state.amount, credits];
 }
 
-/** A path's credits summed per channel at a dimension; a touch's data assets share its credit equally. */
+/** A path's credits summed per channel at a dimension. */
 export function creditByChannel(touches: readonly StoredTouch[], credits: readonly number[], dimension: StoredDimension): Map<string, number> {
   const byChannel = new Map<string, number>();
-  const add = (channel: string, credit: number) => byChannel.set(channel, (byChannel.get(channel) ?? 0) + credit);
   touches.forEach((touch, i) => {
-    const credit = credits[i] ?? 0;
-    if (dimension === 'campaign') add(touch.cmp ?? '(none)', credit);
-    else if (dimension === 'creative') add(touch.crv ?? '(none)', credit);
-    else {
-      const assets = touch.ast ? touch.ast.split(',') : ['(none)'];
-      for (const asset of assets) add(asset, credit / assets.length);
-    }
+    const channel = (dimension === 'campaign' ? touch.cmp : touch.crv) ?? '(none)';
+    byChannel.set(channel, (byChannel.get(channel) ?? 0) + (credits[i] ?? 0));
   });
   return byChannel;
 }

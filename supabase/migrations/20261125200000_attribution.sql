@@ -763,11 +763,13 @@ $$;
 -- conversion changed since, or credited by another run, is left for the next chunk), and marks
 -- them credited, in one call (one transaction), so a credit is written exactly once.
 --   p_done: [[org_id, conversion_key, version, half_life], ...]
---   p_credits: [[org_id, conversion_key, dimension, channel, metric, model, currency ('' for
---     none), time (text), amount], ...]; a negative amount takes away what was added before.
--- Series: entity_type the dimension, entity_id the channel, dimensions {"model", "currency"};
--- points in the conversion's 15-minute bucket. Points that net to zero are removed. Returns the
--- conversions credited and the points written.
+--   p_credits: [[org_id, conversion_key, sign (1 adds, -1 takes away what was added before),
+--     conversion time (text), currency ('' for none), amount or null,
+--     [[dimension, channel, model, credit], ...]], ...]
+-- Each credit is written as attributed_conversions (the credit) and attributed_value (the credit
+-- times the amount, exact in numeric), in series of entity_type the dimension, entity_id the
+-- channel, dimensions {"model", "currency"}, at the conversion's 15-minute bucket. Points that
+-- net to zero are removed. Returns the conversions credited and the points written.
 create function private.attribution_apply_credits(p_done jsonb, p_credits jsonb, out credited bigint, out points bigint)
 language plpgsql
 set search_path = ''
@@ -796,24 +798,31 @@ begin
   -- The series are named first, in a statement of their own, so that the points below find every
   -- one of them by an index probe, whatever the planner guesses of the size of p_credits.
   insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
-  select distinct (r ->> 0)::uuid, r ->> 4, r ->> 2, r ->> 3, '15m',
-         jsonb_strip_nulls(jsonb_build_object('model', r ->> 5, 'currency', nullif(r ->> 6, '')))
-  from jsonb_array_elements(p_credits) r
-  where ((r ->> 0)::uuid, r ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
+  select distinct (c ->> 0)::uuid, m.metric, r ->> 0, r ->> 1, '15m',
+         jsonb_strip_nulls(jsonb_build_object('model', r ->> 2, 'currency', nullif(c ->> 4, '')))
+  from jsonb_array_elements(p_credits) c
+  cross join jsonb_array_elements(c -> 6) r
+  cross join (values ('attributed_conversions', false), ('attributed_value', true)) as m(metric, is_value)
+  where ((c ->> 0)::uuid, c ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
+    and not (m.is_value and c -> 5 = 'null'::jsonb)
   on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
 
-  with fresh as (
-    select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key)
+  with credits as (
+    select (c ->> 0)::uuid as org_id, r ->> 0 as entity_type, r ->> 1 as entity_id,
+           jsonb_strip_nulls(jsonb_build_object('model', r ->> 2, 'currency', nullif(c ->> 4, ''))) as dimensions,
+           date_bin('15 minutes', (c ->> 3)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
+           (c ->> 2)::integer * (r ->> 3)::numeric as credit, (c ->> 5)::numeric as amount
+    from jsonb_array_elements(p_credits) c
+    cross join jsonb_array_elements(c -> 6) r
+    where ((c ->> 0)::uuid, c ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
   ),
   sums as (
-    select (r ->> 0)::uuid as org_id, r ->> 2 as entity_type, r ->> 3 as entity_id, r ->> 4 as metric,
-           jsonb_strip_nulls(jsonb_build_object('model', r ->> 5, 'currency', nullif(r ->> 6, ''))) as dimensions,
-           date_bin('15 minutes', (r ->> 7)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
-           sum((r ->> 8)::numeric) as value
-    from jsonb_array_elements(p_credits) r
-    where ((r ->> 0)::uuid, r ->> 1) in (select f.org_id, f.conversion_key from fresh f)
+    select c.org_id, c.entity_type, c.entity_id, m.metric, c.dimensions, c.bucket, sum(m.value) as value
+    from credits c
+    cross join lateral (values ('attributed_conversions', c.credit), ('attributed_value', c.credit * c.amount)) as m(metric, value)
+    where m.value is not null
     group by 1, 2, 3, 4, 5, 6
-    having sum((r ->> 8)::numeric) <> 0
+    having sum(m.value) <> 0
   ),
   added as (
     insert into public.metric_points as p (org_id, series_id, bucket_start, value)

@@ -350,4 +350,24 @@ describe(`attribution (${BACKEND})`, () => {
       await postgrest.close();
     }
   });
+
+  it('splits a touch with several data assets equally among them, in every model', async () => {
+    const asset = async () =>
+      (await h.test.db.query<{ id: string }>(`insert into data_assets (org_id, name, asset_type) values ($1, 'segment', 'audience') returning id`, [h.orgId])).rows[0]!.id;
+    const [a1, a2] = [await asset(), await asset()];
+    // gus: a view carrying both segments, then a click carrying the first; a purchase in GBP
+    await pixel({ cmp: campaignA, uid: 'gus', ast: `${a2},${a1}`, ts: T - 2 * HOUR });
+    await click({ cmp: campaignA, uid: 'gus', ast: a1, ts: T - HOUR });
+    await batch([{ event_id: 'order-gus', type: 'purchase', user_key: 'gus', value: 8, currency: 'GBP', occurred_at: T }]);
+    await job();
+    const { body } = await attribution({ model: 'first_touch,linear,shapley', dimension: 'data_asset' });
+    expect(table(body.data, 'GBP')).toEqual({
+      first_touch: { [a1]: [0.5, 4], [a2]: [0.5, 4] },
+      linear: { [a1]: [0.75, 6], [a2]: [0.25, 2] },
+      // the channels {a1, a2} and {a1}: half each, the set's half split between its assets
+      shapley: { [a1]: [0.75, 6], [a2]: [0.25, 2] },
+    });
+    const explained = await get('/v1/attribution/conversions/order-gus', {});
+    expect(explained.body.data.touches.map((t: any) => t.channels.data_asset)).toEqual([[a1, a2].sort(), [a1]]);
+  });
 });
