@@ -6,9 +6,10 @@ import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
 import { createApp } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { runAttribution } from '../../scheduled/jobs/attribution.ts';
-import { BACKEND } from '../helpers/database.ts';
+import { asUser, attempt, BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
 import { startPostgrestStandIn } from '../helpers/postgrest-standin.ts';
+import { createAuthUser } from '../helpers/seed.ts';
 
 const CHROME = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 const HOUR = 3_600_000;
@@ -349,6 +350,27 @@ describe(`attribution (${BACKEND})`, () => {
     } finally {
       await postgrest.close();
     }
+  });
+
+  it('lets members read their own organization’s paths and touches, and nothing else, and write none', async () => {
+    const viewer = await createAuthUser(h.test.db, 'viewer@attribution.test');
+    await h.test.db.query(`insert into org_members (org_id, user_id, role) values ($1, $2, 'viewer')`, [h.orgId, viewer]);
+    const seen = await asUser(h.test.db, viewer, async (tx) => {
+      const count = async (table: string) =>
+        (await tx.query<{ own: number; other: number }>(
+          `select count(*) filter (where org_id = $1)::int as own, count(*) filter (where org_id <> $1)::int as other from public.${table}`,
+          [h.orgId],
+        )).rows[0];
+      return { paths: await count('attribution_paths'), touches: await count('attribution_touches'),
+               write: (await attempt(tx, `update public.attribution_paths set status = 'approved'`)).rowCount };
+    });
+    expect(seen.paths).toEqual({ own: expect.any(Number), other: 0 });
+    expect(seen.paths.own).toBeGreaterThan(3);
+    expect(seen.touches.own).toBeGreaterThan(8);
+    expect(seen.touches.other).toBe(0);
+    expect(seen.write).toBe(0);
+    // the backend holds the other organization's path all the same
+    expect((await h.test.db.query(`select count(*)::int as n from attribution_paths where org_id <> $1`, [h.orgId])).rows[0]).toEqual({ n: 1 });
   });
 
   it('splits a touch with several data assets equally among them, in every model', async () => {
