@@ -34,7 +34,7 @@ set search_path = ''
 as $$
 declare
   v_given jsonb := p_org_properties -> 'attribution';
-  v_settings jsonb := '{"click_window_days": 7, "view_window_days": 1, "click_beats_view": false, "time_decay_half_life_days": 7}';
+  v_settings jsonb := '{"click_window_days": 7, "view_window_days": 1, "click_beats_view": false, "time_decay_half_life_days": 7}'::jsonb;
   v_key text;
   v_value jsonb;
   v_number numeric;

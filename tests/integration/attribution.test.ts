@@ -392,4 +392,33 @@ describe(`attribution (${BACKEND})`, () => {
     const explained = await get('/v1/attribution/conversions/order-gus', {});
     expect(explained.body.data.touches.map((t: any) => t.channels.data_asset)).toEqual([[a1, a2].sort(), [a1]]);
   });
+
+  it('bounds a path by the user’s previous conversion, even when both arrive in one step', async () => {
+    await pixel({ cmp: campaignA, uid: 'ivy', ts: T - 3 * HOUR });
+    await pixel({ cmp: campaignB, uid: 'ivy', ts: T - HOUR });
+    await batch([
+      { event_id: 'order-ivy-1', type: 'purchase', user_key: 'ivy', value: 1, currency: 'CHF', occurred_at: T - 2 * HOUR },
+      { event_id: 'order-ivy-2', type: 'purchase', user_key: 'ivy', value: 2, currency: 'CHF', occurred_at: T },
+    ]);
+    await job();
+    const campaignOf = async (id: string) => (await get(`/v1/attribution/conversions/${id}`, {})).body.data.touches.map((t: any) => t.channels.campaign);
+    expect(await campaignOf('order-ivy-1')).toEqual([campaignA]);
+    expect(await campaignOf('order-ivy-2')).toEqual([campaignB]);
+    expect(table((await attribution({ model: 'first_touch' })).body.data, 'CHF')).toEqual({ first_touch: { [campaignA]: [1, 1], [campaignB]: [1, 2] } });
+  });
+
+  it('takes a click that arrives after the conversion naming it, and its user', async () => {
+    await postback('clickid=late-click-1&event=purchase&payout=5&currency=SEK&tid=late-1');
+    await job();
+    const before = await get('/v1/attribution/conversions/' + (await h.events()).find((e) => e.click_id === 'late-click-1')!.event_id, {});
+    expect(before.body.data).toMatchObject({ attributed: false, touches: [] });
+    // the click, recorded late (its time is before the conversion), and an earlier view of its user
+    await pixel({ cmp: campaignA, uid: 'jo', ts: Date.now() - 3 * HOUR });
+    await batch([{ event_id: 'late-click-event', type: 'click', click_id: 'late-click-1', campaign_id: campaignB, user_key: 'jo', occurred_at: Date.now() - 2 * HOUR }]);
+    const result = await job();
+    expect(result).toMatchObject({ reopened: 1, paths_changed: 1 });
+    const after = await get(`/v1/attribution/conversions/${before.body.data.event_id}`, {});
+    expect(after.body.data).toMatchObject({ attributed: true, user_key: 'jo' });
+    expect(after.body.data.touches.map((t: any) => [t.kind, t.channels.campaign])).toEqual([['view', campaignA], ['click', campaignB]]);
+  });
 });
