@@ -360,9 +360,12 @@ describe(`attribution (${BACKEND})`, () => {
         (await tx.query<{ own: number; other: number }>(
           `select count(*) filter (where org_id = $1)::int as own, count(*) filter (where org_id <> $1)::int as other from public.${table}`,
           [h.orgId],
-        )).rows[0];
-      return { paths: await count('attribution_paths'), touches: await count('attribution_touches'),
-               write: (await attempt(tx, `update public.attribution_paths set status = 'approved'`)).rowCount };
+        )).rows[0]!;
+      return {
+        paths: await count('attribution_paths'),
+        touches: await count('attribution_touches'),
+        write: (await attempt(tx, `update public.attribution_paths set status = 'approved'`)).rowCount,
+      };
     });
     expect(seen.paths).toEqual({ own: expect.any(Number), other: 0 });
     expect(seen.paths.own).toBeGreaterThan(3);
