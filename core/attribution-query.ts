@@ -330,7 +330,8 @@ function dataDrivenCredits(ledger: Ledger, math: AttributionMath, models: DataDr
   const nonConverting = (period.non_converting_paths ?? []).flatMap(([count, channels]) => expand(count, { channels }));
 
   if (models.includes('markov')) {
-    const converting = groups.flatMap(([count, , , channels]) => expand(count, { channels }));
+    // one path per conversion (the chain counts each path's transitions), each worth one conversion
+    const converting = groups.flatMap(([count, , , channels]) => expand(count, { channels, value: 1 }));
     const total = converting.length;
     if (total > 0) {
       const credits = math.markovCredits(converting, nonConverting);
@@ -360,7 +361,7 @@ function dataDrivenCredits(ledger: Ledger, math: AttributionMath, models: DataDr
       if (query.interval !== undefined && mine.length > 0) {
         const paths = mine.flatMap(([count, , amount, channels]) => expand(count, { channels, amount: Number(amount ?? 0) }));
         const options = { level: query.interval, seed: 1 };
-        const byCount = math.bootstrapIntervals('shapley', paths.map(({ channels }) => ({ channels })), [], options);
+        const byCount = math.bootstrapIntervals('shapley', paths.map(({ channels }) => ({ channels, value: 1 })), [], options);
         const byValue = math.bootstrapIntervals('shapley', paths.map(({ channels, amount }) => ({ channels, value: amount })), [], options);
         for (const [channel, { low, high }] of byCount) {
           const value = byValue.get(channel) ?? { low: 0, high: 0 };
