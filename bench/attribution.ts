@@ -62,6 +62,8 @@ async function main() {
       const query = { orgId: org.id, models: [...MODELS], dimension, from: new Date(end - 31 * DAY).toISOString(), to: new Date(end + DAY).toISOString() };
       const answer = await time(() => queryAttribution(reader, models, query));
       console.log(`(d) all seven models at ${dimension}: ${answer.ms} ms (${answer.result.data.length} rows, ${JSON.stringify(answer.result.meta.paths)})`);
+      const withoutMarkov = await time(() => queryAttribution(reader, models, { ...query, models: MODELS.filter((model) => model !== 'markov') }));
+      console.log(`    the same without markov: ${withoutMarkov.ms} ms`);
     }
   } finally {
     await bench.drop();
