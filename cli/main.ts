@@ -17,7 +17,6 @@ import type { KeyKind, KeyScope } from '../core/keys.ts';
 import { jobDefaults, startStack, startWorker } from './stack.ts';
 import { findJob, JOBS } from '../scheduled/jobs/index.ts';
 import { jobsStatus } from '../scheduled/status.ts';
-import { runRollup } from '../scheduled/jobs/rollup.ts';
 import { withCliDatabase } from './database.ts';
 
 const SEED_FILE = fileURLToPath(new URL('../supabase/seed.sql', import.meta.url));
@@ -55,7 +54,7 @@ usage: precise <command> [options] [--json]
                                          the id they were first given: replaying twice stores once
   seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs status                            last runs, durations, queued work and failures of every job
-  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
+  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup, attribution with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
 Configuration comes from the environment: DATABASE_URL (else the embedded PGlite under
@@ -397,11 +396,7 @@ async function runJob(context: Context, positionals: string[]): Promise<number> 
     ...(context.flags.to ? { to: context.flags.to } : {}),
   };
   const progress = progressBar(job.name, (line) => context.io.err(line));
-  const result = await withCliDatabase(context.config, (db) =>
-    job.name === 'rollup' && (input.from || input.to)
-      ? runRollup(db, input, ({ done, total }) => progress(done, total))
-      : job.run(db, input),
-  );
+  const result = await withCliDatabase(context.config, (db) => job.run(db, input, ({ done, total }) => progress(done, total)));
   const ms = Math.round(performance.now() - started);
   context.print({ job: job.name, ms, result }, `${job.name}: done in ${ms} ms ${JSON.stringify(result)}`);
   return 0;

@@ -13,6 +13,7 @@ import { pixelRoutes } from './routes/pixel.ts';
 import { postbackRoutes } from './routes/postback.ts';
 import { webhookRoutes } from './routes/webhook.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { attributionRoutes } from './routes/attribution.ts';
 
 export interface AppOptions {
   /** The services of a request: shared on Node, per request on Workers (I/O cannot cross requests). */
@@ -48,6 +49,7 @@ export function createApp(options: AppOptions) {
   app.route('/v1/postback', postbackRoutes);
   app.route('/v1/webhooks', webhookRoutes);
   app.route('/v1/metrics', metricsRoutes);
+  app.route('/v1/attribution', attributionRoutes);
 
   app.notFound((c) =>
     c.json(new PreciseError('not_found', `no route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),

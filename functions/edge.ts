@@ -1,3 +1,4 @@
+import type { AttributionMath } from '../core/attribution-query.ts';
 import { parseLimitsConfig } from '../core/config.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
 import type { Queryable } from '../core/db/port.ts';
@@ -87,7 +88,7 @@ function edgeLimits(env: Bindings): { limits: RateLimits; corsOrigins: readonly 
   };
 }
 
-function edgeServices(env: Bindings): Services {
+function edgeServices(env: Bindings, attributionMath: AttributionMath): Services {
   if (!env.IP_HASH_SECRET) throw new PreciseError('config_invalid', 'IP_HASH_SECRET is not set (wrangler secret put IP_HASH_SECRET)');
   if (!env.PRECISE_SECRET) throw new PreciseError('config_invalid', 'PRECISE_SECRET is not set (wrangler secret put PRECISE_SECRET)');
   const { stores, release } = edgeBackend(env);
@@ -101,20 +102,25 @@ function edgeServices(env: Bindings): Services {
     ...edgeLimits(env),
     caches: isolateCaches,
     release,
+    attributionMath,
   });
 }
 
-const app = createApp({ services: edgeServices });
-
-/** HTTP (the Hono app) and the event queue's consumer; the Worker entry (worker.ts) adds the cron jobs. */
-export const edgeHandlers = {
-  fetch: app.fetch,
-  async queue(batch, env) {
-    const backend = edgeBackend(env);
-    try {
-      await consumeEventQueue(batch, backend.stores.writer);
-    } finally {
-      await backend.release();
-    }
-  },
-} satisfies ExportedHandler<Bindings, QueueMessage>;
+/**
+ * HTTP (the Hono app) and the event queue's consumer; the Worker entry (worker.ts) passes the
+ * attribution models in (functions/ does not import scheduled/) and adds the cron jobs.
+ */
+export function edgeHandlers(attributionMath: AttributionMath) {
+  const app = createApp({ services: (env) => edgeServices(env, attributionMath) });
+  return {
+    fetch: app.fetch,
+    async queue(batch, env) {
+      const backend = edgeBackend(env);
+      try {
+        await consumeEventQueue(batch, backend.stores.writer);
+      } finally {
+        await backend.release();
+      }
+    },
+  } satisfies ExportedHandler<Bindings, QueueMessage>;
+}

@@ -3,6 +3,7 @@ import type { ResolvedKey, KeyResolver } from '../core/auth.ts';
 import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/webhooks/integrations.ts';
+import type { AttributionMath, AttributionReader } from '../core/attribution-query.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { RateLimitBinding, RateLimits } from '../core/rate-limit.ts';
@@ -47,6 +48,10 @@ export interface Services {
   webhooks: Webhooks;
   /** Metric sums for GET /v1/metrics (public.metric_buckets over SQL or supabase-js rpc). */
   metrics: MetricsReader;
+  /** The attribution ledger for GET /v1/attribution (SQL functions over SQL or supabase-js rpc). */
+  attribution: AttributionReader;
+  /** The models' math (scheduled/attribution/models.ts), passed in by the composition root. */
+  attributionMath: AttributionMath;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

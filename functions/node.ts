@@ -2,6 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import type { Server as NetServer } from 'node:net';
+import type { AttributionMath } from '../core/attribution-query.ts';
 import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
 import { inProcessLimits } from '../core/rate-limit.ts';
 import type { Database } from '../core/db/port.ts';
@@ -39,7 +40,7 @@ export type HttpLimits = Pick<
 >;
 
 /** The Node process's services: SQL on its pool, group commit, limits counted in the process. */
-export function nodeServices(db: Database, config: IngestConfig, serverSecret: string): Services {
+export function nodeServices(db: Database, config: IngestConfig, serverSecret: string, attributionMath: AttributionMath): Services {
   const stores = sqlStores(db);
   return createServices({
     stores,
@@ -50,6 +51,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
       concurrency: config.INGEST_CONCURRENCY,
     }),
     serverSecret,
+    attributionMath,
     ipHashSecret: config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID(),
     limits: inProcessLimits(config),
     corsOrigins: config.CORS_ORIGINS,

@@ -4,6 +4,7 @@ import type { Queryable } from '../core/db/port.ts';
 import { pingSupabase, type SupabaseClient } from '../core/db/supabase.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
+import { sqlAttributionReader, supabaseAttributionReader, type AttributionMath, type AttributionReader } from '../core/attribution-query.ts';
 import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { RateLimits } from '../core/rate-limit.ts';
@@ -20,6 +21,11 @@ export interface ServiceParts {
   stores: Stores;
   /** Where accepted events go; durable when `send` resolves. */
   sink: EventSink;
+  /**
+   * The attribution models (scheduled/attribution/models.ts): functions/ may not import
+   * scheduled/, so the composition root (cli/, worker.ts, a test) passes them in.
+   */
+  attributionMath: AttributionMath;
   serverSecret: string;
   ipHashSecret: string;
   clientIp: Services['clientIp'];
@@ -37,6 +43,7 @@ export interface Stores {
   postbacks: PostbackRecorder;
   webhooks: WebhookStore;
   metrics: MetricsReader;
+  attribution: AttributionReader;
   writer: EventWriter;
   /** Resolves when the database answers. */
   ping(): Promise<void>;
@@ -57,6 +64,8 @@ export function createServices(parts: ServiceParts): Services {
     postbacks: stores.postbacks,
     webhooks: new Webhooks(stores.webhooks, caches?.webhooks),
     metrics: stores.metrics,
+    attribution: stores.attribution,
+    attributionMath: parts.attributionMath,
     sink: parts.sink,
     serverSecret: parts.serverSecret,
     ipHashSecret: parts.ipHashSecret,
@@ -75,6 +84,7 @@ export function sqlStores(db: Queryable): Stores {
     postbacks: sqlPostbackRecorder(db),
     webhooks: sqlWebhookStore(db),
     metrics: sqlMetricsReader(db),
+    attribution: sqlAttributionReader(db),
     writer: sqlEventWriter(db),
     ping: async () => void (await db.query('select 1')),
   };
@@ -88,6 +98,7 @@ export function supabaseStores(client: SupabaseClient): Stores {
     postbacks: supabasePostbackRecorder(client),
     webhooks: supabaseWebhookStore(client),
     metrics: supabaseMetricsReader(client),
+    attribution: supabaseAttributionReader(client),
     writer: supabaseEventWriter(client),
     ping: () => pingSupabase(client),
   };

@@ -1,9 +1,10 @@
 import type { JobDefinition } from '../job.ts';
+import { attributionJob } from './attribution.ts';
 import { partitionUpkeepJob } from './partition-upkeep.ts';
 import { rollupJob } from './rollup.ts';
 
-/** Every job the scheduler knows. Later jobs (rollup, fatigue, attribution, billing) join here. */
-export const JOBS: JobDefinition<any>[] = [{ ...partitionUpkeepJob, runAtStart: true }, rollupJob];
+/** Every job the scheduler knows. Later jobs (fatigue, billing) join here. */
+export const JOBS: JobDefinition<any>[] = [{ ...partitionUpkeepJob, runAtStart: true }, rollupJob, attributionJob];
 
 export function findJob(name: string): JobDefinition<any> | undefined {
   return JOBS.find((job) => job.name === name);

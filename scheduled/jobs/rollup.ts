@@ -1,6 +1,6 @@
 import type { Queryable } from '../../core/db/port.ts';
 import { PreciseError } from '../../core/errors.ts';
-import type { JobDefinition } from '../job.ts';
+import type { JobDefinition, JobProgress } from '../job.ts';
 
 /**
  * Rolls events into metrics at the 15-minute grain: private.rollup_metrics() folds in what
@@ -13,10 +13,7 @@ export interface RollupInput {
   to?: string;
 }
 
-export interface BackfillProgress {
-  done: number;
-  total: number;
-}
+export type BackfillProgress = JobProgress;
 
 export async function runRollup(db: Queryable, input: RollupInput = {}, onProgress?: (progress: BackfillProgress) => void) {
   if (input.from || input.to) {
@@ -66,5 +63,5 @@ function parseTime(value: string | undefined, field: string): Date {
 export const rollupJob: JobDefinition<RollupInput> = {
   name: 'rollup',
   cron: '* * * * *',
-  run: (db, input) => runRollup(db, input),
+  run: (db, input, onProgress) => runRollup(db, input, onProgress),
 };

@@ -54,6 +54,7 @@ type AuthMode = 'valid' | 'none' | 'garbage' | 'other kind' | 'as fuzzed';
 const authMode = fc.constantFrom<AuthMode>('valid', 'valid', 'valid', 'valid', 'valid', 'none', 'garbage', 'other kind', 'as fuzzed');
 
 const METRICS_NAMES = ['metric', 'entity_type', 'entity_id', 'from', 'to', 'granularity', 'tz', 'currency'];
+const ATTRIBUTION_NAMES = ['model', 'dimension', 'from', 'to', 'tz', 'campaign_id', 'interval'];
 const PIXEL_NAMES = ['ev', 'cmp', 'crv', 'ast', 'uid', 'eid', 'ts', 'v', 'cur', 'consent', 'anon', 'p.placement', 'p.__proto__', 'p.', 'key'];
 const POSTBACK_NAMES = ['click_id', 'clickid', 'subid', 'cid', 'cnv_id', 'event', 'value', 'payout', 'sum', 'revenue', 'currency', 'txid', 'tid',
   'transaction_id', 'status', 'cnv_status', 'aff_click', 'amt', 'Click_ID', 'CLICKID'];
@@ -449,6 +450,32 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, { timeo
       await send(attempt);
       const after = await send({ ...attempt, path: `/v1/metrics?${new URLSearchParams(base)}`, headers: withBearer(headers, 'valid', readKey) });
       if (after.status !== 200) record(attempt, 'sibling lost', after.status, `a valid query after it answered ${after.status}`);
+    });
+  });
+
+  it('GET /v1/attribution', async () => {
+    const plausible = ['linear', 'markov,shapley', 'last_touch,first_touch,position_based,time_decay', 'campaign', 'creative', 'data_asset', 'property:channel',
+      'property:__proto__', '2026-11-01', '2026-11-26', '2026-11-25T00:00:00+05:45', 'UTC', 'Asia/Kathmandu', '0.9', '0.5', campaignId, randomUUID()];
+    const arbitrary = fc.record({ pairs: fewPairs(ATTRIBUTION_NAMES, plausible), replace: fc.boolean(), raw: fc.boolean(), auth: authMode, headers: fuzzHeaders });
+    const base: Pairs = [['model', 'linear,markov,shapley'], ['from', '2026-11-20'], ['to', '2026-11-27'], ['interval', '0.9']];
+    const query = (pairs: Pairs) => ({ pairs, replace: true, raw: false, auth: 'valid' as const, headers: {} });
+    const examples = [query([['model', '__proto__']]), query([['dimension', 'property:\u0000']]), query([['dimension', 'property:\ud800']]), query([['campaign_id', '\u0000']]),
+      query([['interval', '1e-400']]), query([['from', '2000-01-01'], ['to', '2100-12-31']]), query([['dimension', `property:${'x'.repeat(64)}`]])];
+    await fuzz('GET /v1/attribution', arbitrary, examples, async ({ pairs, replace, raw, auth, headers }) => {
+      const attempt: Attempt = { route: 'GET /v1/attribution', method: 'GET', path: `/v1/attribution?${encodeQuery(merge(base, pairs, replace), raw)}`, headers: withBearer(headers, auth, readKey) };
+      await send(attempt);
+      const after = await send({ ...attempt, path: `/v1/attribution?${new URLSearchParams(base)}`, headers: withBearer(headers, 'valid', readKey) });
+      if (after.status !== 200) record(attempt, 'sibling lost', after.status, `a valid query after it answered ${after.status}`);
+    });
+  });
+
+  it('GET /v1/attribution/conversions/:event_id', async () => {
+    const arbitrary = fc.record({ id: nastyString, raw: fc.boolean(), auth: authMode, headers: fuzzHeaders });
+    const examples = [{ id: '%E0%A4%A', raw: true, auth: 'valid' as const, headers: {} }, { id: '..', raw: true, auth: 'valid' as const, headers: {} }];
+    await fuzz('GET /v1/attribution/conversions/:event_id', arbitrary, examples, async ({ id, raw, auth, headers }) => {
+      const attempt: Attempt = { route: 'GET /v1/attribution/conversions/:event_id', method: 'GET', path: `/v1/attribution/conversions/${raw ? id : encodeURIComponent(id.replace(/[\ud800-\udfff]/g, '\ufffd'))}`, headers: withBearer(headers, auth, readKey) };
+      const answer = await send(attempt);
+      if (auth === 'valid' && ![400, 404].includes(answer.status)) record(attempt, 'sibling lost', answer.status, `an unknown conversion answered ${answer.status}`);
     });
   });
 

@@ -4,6 +4,7 @@ import type { EventWriter } from '../../core/ingest/writer.ts';
 import { createApp, type App } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { createServices, sqlStores } from '../../functions/services.ts';
+import * as attributionModels from '../../scheduled/attribution/models.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { GroupCommitSink } from '../../functions/sinks/group-commit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -60,6 +61,7 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
     stores: { ...stores, writer },
     sink,
     serverSecret: SERVER_SECRET,
+    attributionMath: attributionModels,
     ipHashSecret: IP_HASH_SECRET,
     // app.request() has no socket: tests give the client IP as a proxy would
     clientIp: (c) => c.req.header('x-forwarded-for')?.split(',')[0]?.trim(),

@@ -134,4 +134,12 @@ describe(`precise CLI (${BACKEND})`, () => {
     expect(result.json).toMatchObject({ job: 'partition-upkeep', result: { created: 0, daysAhead: 14 } });
     expect((await cli.run('jobs', 'run', 'nope')).code).toBe(2);
   });
+
+  it('rebuilds a range of attribution with a progress bar', async () => {
+    const result = await cli.run('jobs', 'run', 'attribution', '--from', '2026-11-01T00:00:00Z', '--to', '2026-11-04T00:00:00Z', '--json');
+    expect(result.code).toBe(0);
+    expect(result.json).toMatchObject({ job: 'attribution', result: { days: 3 } });
+    expect(result.err).toMatch(/attribution \[#{30}\] 3\/3 100%/);
+    expect((await cli.run('jobs', 'run', 'attribution', '--from', 'soon', '--to', '2026-11-04')).code).toBe(2);
+  });
 });

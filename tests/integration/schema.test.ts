@@ -22,8 +22,18 @@ const SEED_TABLES = [
 // The seed's metrics table is stored as series (above) and their points; public.metrics is a
 // view of both. Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for
 // sender-chosen event ids, the webhook deliveries seen within the signature tolerance, rollup
-// watermarks and the rollup's state of each conversion.
-const ALL_TABLES = [...SEED_TABLES, 'metric_points', 'integrations', 'event_ids', 'webhook_deliveries', 'rollup_state', 'rollup_conversions'];
+// watermarks and the rollup's state of each conversion, and attribution's stores of touches and paths.
+const ALL_TABLES = [
+  ...SEED_TABLES,
+  'metric_points',
+  'integrations',
+  'event_ids',
+  'webhook_deliveries',
+  'rollup_state',
+  'rollup_conversions',
+  'attribution_touches',
+  'attribution_paths',
+];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));
 

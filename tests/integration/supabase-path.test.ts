@@ -4,6 +4,7 @@ import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { createApp } from '../../functions/app.ts';
 import { createServices, supabaseStores } from '../../functions/services.ts';
+import * as attributionModels from '../../scheduled/attribution/models.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startPostgrestStandIn, type PostgrestStandIn } from '../helpers/postgrest-standin.ts';
@@ -25,6 +26,7 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
       sink: directSink(stores.writer),
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
       clientIp: () => '192.0.2.1',
+      attributionMath: attributionModels,
     });
     return createApp({ services: () => services });
   };

@@ -1,0 +1,206 @@
+import type { Queryable } from '../../core/db/port.ts';
+import { PreciseError } from '../../core/errors.ts';
+import { RULE_MODELS, ruleCredits, type Touch } from '../attribution/models.ts';
+import type { JobDefinition, JobProgress } from '../job.ts';
+
+/**
+ * Attribution, kept incrementally (supabase/migrations/20261125200000_attribution.sql): one step
+ * folds the touches and conversions that arrived since its watermark into the path store and
+ * marks the paths they change; the paths are then built in chunks, and the rule models' credits
+ * of every changed conversion are written as metrics (`attributed_conversions`,
+ * `attributed_value`), the new credit minus what the metrics held, exactly once. With `from`/`to`
+ * it rebuilds the paths and credits of the conversions in that range instead, a day at a time.
+ */
+export interface AttributionInput {
+  from?: string;
+  to?: string;
+}
+
+/**
+ * The dimensions whose rule-model credits are stored as metrics: bounded by the campaigns and
+ * creatives a path holds. data_asset and property:<name> are computed from the paths when asked.
+ */
+export const STORED_DIMENSIONS = ['campaign', 'creative'] as const;
+type StoredDimension = (typeof STORED_DIMENSIONS)[number];
+
+const BUILD_CHUNK = 2000;
+const CREDIT_CHUNK = 1000;
+// a bound on the chunks of one run, far above any real backlog, so that a bug cannot loop forever
+const MAX_CHUNKS = 100_000;
+
+/** A touch as a path stores it (private.attribution_touch_json). */
+export interface StoredTouch {
+  id: string;
+  /** epoch milliseconds */
+  at: number;
+  /** c: click, v: view */
+  k: 'c' | 'v';
+  cmp?: string;
+  crv?: string;
+  /** data asset ids, sorted and comma-joined */
+  ast?: string;
+  p?: Record<string, string | number | boolean>;
+}
+
+/** A conversion's state as it is (or was) credited. */
+interface CreditState {
+  /** the conversion's time as Postgres wrote it (exact), and in epoch ms */
+  at: string;
+  ms: number;
+  status: string;
+  amount: number | null;
+  currency: string | null;
+  touches: StoredTouch[] | null;
+  half_life: number | null;
+}
+
+interface CreditWork {
+  org_id: string;
+  conversion_key: string;
+  version: string;
+  half_life: string;
+  current_state: CreditState;
+  credited_state: CreditState | null;
+}
+
+export async function runAttribution(db: Queryable, input: AttributionInput = {}, onProgress?: (progress: JobProgress) => void) {
+  if (input.from || input.to) {
+    const from = parseTime(input.from, 'from');
+    const to = parseTime(input.to, 'to');
+    if (to <= from) throw new PreciseError('invalid_argument', '--to must be after --from', { field: 'to' });
+    return rebuild(db, from, to, onProgress);
+  }
+  const { rows } = await db.query<{ result: { skipped: boolean } & Record<string, unknown> }>('select private.attribution_step() as result');
+  const step = rows[0]!.result;
+  if (step.skipped) return step;
+  return { ...step, ...(await buildAndCredit(db)) };
+}
+
+/** Builds every pending path, then writes every pending credit; reports what waits for bad settings. */
+async function buildAndCredit(db: Queryable) {
+  const summary = { paths_built: 0, paths_changed: 0, conversions_credited: 0, points: 0, build_ms: 0, credit_ms: 0 };
+  const started = performance.now();
+  for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
+    const { rows } = await db.query<{ built: number; changed: number }>('select * from private.attribution_build($1)', [BUILD_CHUNK]);
+    summary.paths_built += rows[0]!.built;
+    summary.paths_changed += rows[0]!.changed;
+    if (rows[0]!.built === 0) break;
+  }
+  summary.build_ms = Math.round(performance.now() - started);
+  for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
+    const written = await creditChunk(db);
+    if (written === undefined) break;
+    summary.conversions_credited += written.credited;
+    summary.points += written.points;
+    // none of the chunk was still as read: another run is crediting them; it, or the next run, goes on
+    if (written.credited === 0) break;
+  }
+  summary.credit_ms = Math.round(performance.now() - started) - summary.build_ms;
+  const { rows } = await db.query<{ waiting: Array<{ org_id: string; error: string; field: string; waiting: number }> }>(
+    'select private.attribution_waiting() as waiting',
+  );
+  // an organization whose settings are bad waits (its paths are kept pending); the others go on
+  return rows[0]!.waiting.length > 0 ? { ...summary, settings_errors: rows[0]!.waiting } : summary;
+}
+
+/** Credits one chunk of pending conversions; undefined when none is pending. */
+async function creditChunk(db: Queryable): Promise<{ credited: number; points: number } | undefined> {
+  const { rows } = await db.query<CreditWork>('select * from private.attribution_credit_work($1)', [CREDIT_CHUNK]);
+  if (rows.length === 0) return undefined;
+  const credits: unknown[][] = [];
+  const done: unknown[][] = [];
+  for (const work of rows) {
+    const halfLife = Number(work.half_life);
+    const now = contribution(work.current_state, halfLife);
+    if (now) credits.push([work.org_id, work.conversion_key, 1, ...now]);
+    // what the metrics hold for it, taken away
+    const before = work.credited_state && contribution(work.credited_state, work.credited_state.half_life ?? halfLife);
+    if (before) credits.push([work.org_id, work.conversion_key, -1, ...before]);
+    done.push([work.org_id, work.conversion_key, work.version, halfLife]);
+  }
+  const { rows: written } = await db.query<{ credited: string; points: string }>(
+    'select * from private.attribution_apply_credits($1::jsonb, $2::jsonb)',
+    [JSON.stringify(done), JSON.stringify(credits)],
+  );
+  return { credited: Number(written[0]!.credited), points: Number(written[0]!.points) };
+}
+
+/**
+ * What a conversion in this state adds to the metrics: its time, currency and amount, and per
+ * rule model, stored dimension and channel its credit (SQL writes the credit as
+ * attributed_conversions, and the credit times the amount as attributed_value, both exact in
+ * numeric). Nothing unless approved with a touch in its path.
+ */
+export function contribution(
+  state: CreditState,
+  halfLifeDays: number,
+): [at: string, currency: string, amount: number | null, credits: Array<[StoredDimension, string, string, number]>] | undefined {
+  const touches = state.touches ?? [];
+  if (state.status !== 'approved' || touches.length === 0) return undefined;
+  const asTouches: Touch[] = touches.map((touch) => ({ at: touch.at, kind: touch.k === 'c' ? 'click' : 'view', channel: '' }));
+  const credits: Array<[StoredDimension, string, string, number]> = [];
+  for (const model of RULE_MODELS) {
+    const perTouch = ruleCredits(model, asTouches, state.ms, { halfLifeDays });
+    for (const dimension of STORED_DIMENSIONS) {
+      for (const [channel, credit] of creditByChannel(touches, perTouch, dimension)) {
+        if (credit !== 0) credits.push([dimension, channel, model, credit]);
+      }
+    }
+  }
+  return [state.at, state.currency ?? '', state.amount, credits];
+}
+
+/** A path's credits summed per channel at a dimension. */
+export function creditByChannel(touches: readonly StoredTouch[], credits: readonly number[], dimension: StoredDimension): Map<string, number> {
+  const byChannel = new Map<string, number>();
+  touches.forEach((touch, i) => {
+    const channel = (dimension === 'campaign' ? touch.cmp : touch.crv) ?? '(none)';
+    byChannel.set(channel, (byChannel.get(channel) ?? 0) + (credits[i] ?? 0));
+  });
+  return byChannel;
+}
+
+/**
+ * Rebuilds the paths and credits of the conversions between two times, a day at a time (each day
+ * its own steps), reporting progress: the day's touches re-read from the log where missing, its
+ * attribution points removed, its paths built again with the settings of now, its credits
+ * written again. Pending arrivals are folded in first.
+ */
+async function rebuild(db: Queryable, from: Date, to: Date, onProgress?: (progress: JobProgress) => void) {
+  await runAttribution(db);
+  const day = 86_400_000;
+  const total = Math.ceil((to.getTime() - from.getTime()) / day);
+  const summary = { days: total, touches: 0, paths: 0, paths_built: 0, conversions_credited: 0, points: 0 };
+  for (let i = 0; i < total; i += 1) {
+    const start = new Date(from.getTime() + i * day);
+    const end = new Date(Math.min(to.getTime(), start.getTime() + day));
+    const { rows } = await db
+      .query<{ result: { touches: number; paths: number } }>('select private.attribution_rebuild_between($1, $2) as result', [start, end])
+      .catch((error: { code?: string; message?: string }) => {
+        if (error.code === '22023') throw new PreciseError('invalid_argument', error.message ?? 'bad range', { field: 'from' });
+        throw error;
+      });
+    summary.touches += rows[0]!.result.touches;
+    summary.paths += rows[0]!.result.paths;
+    const built = await buildAndCredit(db);
+    summary.paths_built += built.paths_built;
+    summary.conversions_credited += built.conversions_credited;
+    summary.points += built.points;
+    onProgress?.({ done: i + 1, total });
+  }
+  return summary;
+}
+
+function parseTime(value: string | undefined, field: string): Date {
+  const time = value ? new Date(value) : new Date(NaN);
+  if (Number.isNaN(time.getTime())) {
+    throw new PreciseError('invalid_argument', `--${field} must be an ISO-8601 time, e.g. 2026-11-01T00:00:00Z`, { field });
+  }
+  return time;
+}
+
+export const attributionJob: JobDefinition<AttributionInput> = {
+  name: 'attribution',
+  cron: '*/5 * * * *',
+  run: (db, input, onProgress) => runAttribution(db, input, onProgress),
+};
