@@ -66,6 +66,17 @@
  * 30 % moves the weekly test by about 3 standard errors against z* = 2.83; even with the baseline
  * CTR known exactly the same test would flag about 92 % within 7 days: the rest of the gap is the
  * baseline's own noise (280–420 clicks), which no test can avoid.
+ * Sequential tests do not close that gap (measured apart from the tests: Poisson clicks at 20 a day,
+ * the same baseline rules, each threshold calibrated to 5 % over 30 days at that very volume,
+ * 3,000–6,000 creatives; sudden / gradual within 7 days): this 7-day test 77 % / 86 %; a
+ * standardised CUSUM on the plug-in baseline 37–70 % / 68–83 % (reference 0.25–0.75 sd a day); a
+ * GLR for a fixed drop (20 % or 30 %) with the baseline CTR profiled out, maximised over change
+ * points in the last 14 days, 75–76 % / 81–85 %; Shiryaev–Roberts on that likelihood ratio (20 %)
+ * 77–79 % / 88 %; the best z over segments of 1–14 days 75 % / 80 %. With 8 days of data after a
+ * sudden drop, the week already holds 7 of them: accumulating more gains nothing by the deadline,
+ * and the 30 looks cost every method alike (one look at a known change day would reach 94 %). What
+ * helps is a longer baseline: 3 weeks of it before the first verdict (the first verdict on day 28,
+ * not 14; the drop still 8 days later) gives 85 % / 91 %, at the cost of two more silent weeks.
  * Campaigns of six at 2,000 a day: a drop shared by four is market_shift at the week's end for
  * 97 % of them (4 % were fatigued for a day or two before the campaign's drop showed); a drop of
  * one alone is fatigued for 95 % (3 % market_shift).
