@@ -23,6 +23,9 @@ import type { JobDefinition } from '../job.ts';
 export interface CreativeFatigueInput {
   /** the last day to score (YYYY-MM-DD); default the last complete UTC day */
   through?: string;
+  /** refused: the job re-steps what changed by itself (a range recompute is the rollup's) */
+  from?: string;
+  to?: string;
 }
 
 interface CampaignWork {
@@ -40,6 +43,11 @@ const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
 
 export async function runCreativeFatigue(db: Queryable, input: CreativeFatigueInput = {}) {
+  if (input.from || input.to) {
+    throw new PreciseError('invalid_argument', 'creative-fatigue takes no --from/--to: it re-steps every day whose counts changed', {
+      field: input.from ? 'from' : 'to',
+    });
+  }
   const through = input.through ?? dayOf(Date.now() - DAY_MS);
   if (!DAY.test(through) || dayOf(Date.parse(`${through}T00:00:00Z`)) !== through) {
     throw new PreciseError('invalid_argument', 'through must be a day, YYYY-MM-DD', { field: 'through' });
