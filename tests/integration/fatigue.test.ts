@@ -1,9 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createCampaign, createOrganization } from '../../core/admin.ts';
+import { KeyCache, supabaseKeyStore } from '../../core/auth.ts';
+import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
+import { supabaseFatigueReader } from '../../core/fatigue-query.ts';
+import { createApp } from '../../functions/app.ts';
+import type { Services } from '../../functions/env.ts';
 import { runCreativeFatigue } from '../../scheduled/jobs/creative-fatigue.ts';
 import { runRollup } from '../../scheduled/jobs/rollup.ts';
-import { BACKEND } from '../helpers/database.ts';
+import { asUser, attempt, BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, type IngestHarness } from '../helpers/ingest.ts';
+import { startPostgrestStandIn } from '../helpers/postgrest-standin.ts';
+import { createAuthUser } from '../helpers/seed.ts';
 
 const DAY = 86_400_000;
 const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
@@ -61,8 +68,8 @@ describe(`creative fatigue (${BACKEND})`, () => {
     await runRollup(h.test.db);
     return (await runCreativeFatigue(h.test.db)) as Record<string, any>;
   };
-  const get = async (path: string, query: Record<string, string>, key = readKey) => {
-    const response = await h.app.request(`${path}?${new URLSearchParams(query)}`, { headers: { authorization: `Bearer ${key}` } });
+  const get = async (path: string, query: Record<string, string>, key = readKey, app = h.app) => {
+    const response = await app.request(`${path}?${new URLSearchParams(query)}`, { headers: { authorization: `Bearer ${key}` } });
     return { status: response.status, body: (await response.json()) as any };
   };
   const verdicts = async (campaignId: string, query: Record<string, string> = {}) => {
@@ -240,5 +247,51 @@ describe(`creative fatigue (${BACKEND})`, () => {
     expect(counted[0]!.counts.a2).toEqual([230, 23]);
     // same verdict rows and points, and the fatigued transition was not told twice
     expect(await counts()).toEqual(before);
+  });
+
+  it('reads the same through supabase-js rpc (PostgREST stand-in)', async () => {
+    const serviceRoleKey = 'service-role-key-for-the-stand-in';
+    const postgrest = await startPostgrestStandIn(h.test.db, serviceRoleKey);
+    try {
+      const client = supabaseServiceClient(postgrest.url, serviceRoleKey);
+      const services: Services = { ...h.services, keys: new KeyCache(supabaseKeyStore(client)), fatigue: supabaseFatigueReader(client) };
+      const app = createApp({ services: () => services });
+      for (const [path, query] of [
+        ['/v1/fatigue', { campaign_id: campaignA }],
+        ['/v1/fatigue', { campaign_id: campaignB, as_of: ago(5) }],
+        ['/v1/fatigue', { campaign_id: campaignC }],
+        ['/v1/fatigue', { campaign_id: foreignCampaign }],
+        ['/v1/fatigue/a1', { campaign_id: campaignA }],
+      ] as Array<[string, Record<string, string>]>) {
+        const viaRpc = await get(path, query, readKey, app);
+        const viaSql = await get(path, query);
+        expect(viaRpc.status).toBe(viaSql.status);
+        if (viaSql.status === 200) expect(viaRpc.body).toEqual(viaSql.body);
+        else expect(viaRpc.body.error.details).toEqual(viaSql.body.error.details);
+      }
+      expect(postgrest.calls).toEqual(expect.arrayContaining(['fatigue_campaign', 'fatigue_creative_series']));
+    } finally {
+      await postgrest.close();
+    }
+  });
+
+  it('lets members read their own organization\u2019s verdicts and write none', async () => {
+    const viewer = await createAuthUser(h.test.db, 'viewer@fatigue.test');
+    await h.test.db.query(`insert into org_members (org_id, user_id, role) values ($1, $2, 'viewer')`, [h.orgId, viewer]);
+    const seen = await asUser(h.test.db, viewer, async (tx) => {
+      const count = async (table: string) => (await tx.query<{ n: number }>(`select count(*)::int as n from public.${table}`)).rows[0]!.n;
+      return {
+        verdicts: await count('fatigue_verdicts'),
+        days: await count('fatigue_days'),
+        write: await attempt(tx, `update public.fatigue_verdicts set status = 'healthy'`),
+        insert: await attempt(tx, `insert into public.fatigue_creatives (org_id, campaign_id, creative_id) values ($1, $2, 'x')`, [h.orgId, campaignA]),
+      };
+    });
+    expect(seen.verdicts).toBe((await counts()).verdicts);
+    expect(seen.days).toBeGreaterThan(0);
+    expect(seen.write.rowCount).toBe(0);
+    expect(seen.insert.code).toBe('42501');
+    const stranger = await createAuthUser(h.test.db, 'stranger@fatigue.test');
+    expect(await asUser(h.test.db, stranger, async (tx) => (await tx.query<{ n: number }>('select count(*)::int as n from public.fatigue_verdicts')).rows[0]!.n)).toBe(0);
   });
 });
