@@ -28,11 +28,14 @@ fatigueRoutes.get('/', readKey, async (c) => {
   return c.json(await fatigueVerdicts(c.get('services').fatigue, c.get('key').org_id, campaignId, asOf));
 });
 
-// creative ids as events carry them: 1 to 128 characters
+// creative ids as events carry them: 1 to 128 characters, none a NUL or half a surrogate pair
+// (Postgres text holds neither: the query would fail with a 5xx instead of a 400)
+const BAD_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 fatigueRoutes.get('/:creative_id', readKey, async (c) => {
   const creativeId = c.req.param('creative_id');
-  if (creativeId.length < 1 || creativeId.length > 128) {
-    throw new PreciseError('validation_failed', 'creative_id is 1 to 128 characters', { field: 'creative_id' });
+  if (creativeId.length < 1 || creativeId.length > 128 || BAD_TEXT.test(creativeId)) {
+    throw new PreciseError('validation_failed', 'creative_id is 1 to 128 characters, no NUL', { field: 'creative_id' });
   }
   const campaignId = campaignParam(c.req.query('campaign_id'));
   const tz = c.req.query('tz');

@@ -209,6 +209,8 @@ describe(`creative fatigue (${BACKEND})`, () => {
     const foreign = await get('/v1/fatigue', { campaign_id: foreignCampaign });
     expect([foreign.status, foreign.body.error.details.field]).toEqual([404, 'campaign_id']);
     expect((await get('/v1/fatigue/a1', { campaign_id: foreignCampaign })).status).toBe(404);
+    const nul = await get('/v1/fatigue/a%00b', { campaign_id: campaignA });
+    expect([nul.status, nul.body.error.details.field]).toEqual([400, 'creative_id']);
     const unknown = await get('/v1/fatigue/zz', { campaign_id: campaignA });
     expect([unknown.status, unknown.body.error.details.field]).toEqual([404, 'creative_id']);
     // a key without read
