@@ -8,7 +8,7 @@ import { runCronJob } from './scheduled/cron.ts';
 /**
  * The Cloudflare Worker (wrangler.toml's `main`): HTTP and the event queue from functions/,
  * and, for a deployment without a Node worker, the cron triggers from scheduled/ (the rollup
- * every minute, attribution every five, partition upkeep daily), on the same database as the
+ * every minute, attribution every five, creative fatigue hourly, partition upkeep daily), on the same database as the
  * requests; the attribution models (scheduled/) are handed to the HTTP side here.
  */
 async function runScheduled(cron: string, env: Bindings): Promise<void> {

@@ -54,7 +54,7 @@ usage: precise <command> [options] [--json]
                                          the id they were first given: replaying twice stores once
   seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs status                            last runs, durations, queued work and failures of every job
-  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup, attribution with --from/--to: recompute that range) (${JOBS.map((job) => job.name).join(', ')})
+  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup, attribution with --from/--to: recompute that range; creative-fatigue re-steps what changed) (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
 Configuration comes from the environment: DATABASE_URL (else the embedded PGlite under

@@ -4,6 +4,7 @@ import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/webhooks/integrations.ts';
 import type { AttributionMath, AttributionReader } from '../core/attribution-query.ts';
+import type { FatigueReader } from '../core/fatigue-query.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { RateLimitBinding, RateLimits } from '../core/rate-limit.ts';
@@ -52,6 +53,8 @@ export interface Services {
   attribution: AttributionReader;
   /** The models' math (scheduled/attribution/models.ts), passed in by the composition root. */
   attributionMath: AttributionMath;
+  /** The creative-fatigue verdicts for GET /v1/fatigue (SQL functions over SQL or supabase-js rpc). */
+  fatigue: FatigueReader;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

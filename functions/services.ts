@@ -5,6 +5,7 @@ import { pingSupabase, type SupabaseClient } from '../core/db/supabase.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { sqlAttributionReader, supabaseAttributionReader, type AttributionMath, type AttributionReader } from '../core/attribution-query.ts';
+import { sqlFatigueReader, supabaseFatigueReader, type FatigueReader } from '../core/fatigue-query.ts';
 import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { RateLimits } from '../core/rate-limit.ts';
@@ -44,6 +45,7 @@ export interface Stores {
   webhooks: WebhookStore;
   metrics: MetricsReader;
   attribution: AttributionReader;
+  fatigue: FatigueReader;
   writer: EventWriter;
   /** Resolves when the database answers. */
   ping(): Promise<void>;
@@ -66,6 +68,7 @@ export function createServices(parts: ServiceParts): Services {
     metrics: stores.metrics,
     attribution: stores.attribution,
     attributionMath: parts.attributionMath,
+    fatigue: stores.fatigue,
     sink: parts.sink,
     serverSecret: parts.serverSecret,
     ipHashSecret: parts.ipHashSecret,
@@ -85,6 +88,7 @@ export function sqlStores(db: Queryable): Stores {
     webhooks: sqlWebhookStore(db),
     metrics: sqlMetricsReader(db),
     attribution: sqlAttributionReader(db),
+    fatigue: sqlFatigueReader(db),
     writer: sqlEventWriter(db),
     ping: async () => void (await db.query('select 1')),
   };
@@ -99,6 +103,7 @@ export function supabaseStores(client: SupabaseClient): Stores {
     webhooks: supabaseWebhookStore(client),
     metrics: supabaseMetricsReader(client),
     attribution: supabaseAttributionReader(client),
+    fatigue: supabaseFatigueReader(client),
     writer: supabaseEventWriter(client),
     ping: () => pingSupabase(client),
   };

@@ -22,7 +22,8 @@ const SEED_TABLES = [
 // The seed's metrics table is stored as series (above) and their points; public.metrics is a
 // view of both. Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for
 // sender-chosen event ids, the webhook deliveries seen within the signature tolerance, rollup
-// watermarks and the rollup's state of each conversion, and attribution's stores of touches and paths.
+// watermarks and the rollup's state of each conversion, attribution's stores of touches and paths,
+// and creative fatigue's stores (campaign creatives, settings, daily detector states, verdicts).
 const ALL_TABLES = [
   ...SEED_TABLES,
   'metric_points',
@@ -33,6 +34,10 @@ const ALL_TABLES = [
   'rollup_conversions',
   'attribution_touches',
   'attribution_paths',
+  'fatigue_creatives',
+  'fatigue_campaigns',
+  'fatigue_days',
+  'fatigue_verdicts',
 ];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));

@@ -1,0 +1,201 @@
+import type { Queryable } from '../../core/db/port.ts';
+import { PreciseError } from '../../core/errors.ts';
+import {
+  emptyCampaignState,
+  parseFatigueSettings,
+  stepCampaign,
+  type CampaignState,
+  type CreativeVerdict,
+  type DayCounts,
+  type FatigueSettings,
+} from '../fatigue/detector.ts';
+import type { JobDefinition } from '../job.ts';
+
+/**
+ * Creative fatigue, kept incrementally (supabase/migrations/20261125210000_creative_fatigue.sql):
+ * learns each campaign's creatives from the events that arrived, reads their daily impressions
+ * and clicks from the rollup's metrics, and steps the detector (scheduled/fatigue/detector.ts)
+ * from the first UTC day whose counts changed (or that was never scored) up to the last complete
+ * UTC day, from the stored state of the day before. Writes verdicts, the metrics fatigue_score,
+ * ctr_baseline and ctr_recent, and an event when a creative turns fatigued or stops being so.
+ * A campaign whose settings are bad is held back and reported; the others go on.
+ */
+export interface CreativeFatigueInput {
+  /** the last day to score (YYYY-MM-DD); default the last complete UTC day */
+  through?: string;
+  /** refused: the job re-steps what changed by itself (a range recompute is the rollup's) */
+  from?: string;
+  to?: string;
+}
+
+interface CampaignWork {
+  org_id: string;
+  campaign_id: string;
+  properties: Record<string, unknown> | null;
+  stored_settings: FatigueSettings | null;
+}
+
+/** {creative_id: [impressions, clicks]} of one day */
+type Counts = Record<string, [number, number]>;
+
+const DAY_MS = 86_400_000;
+const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
+
+export async function runCreativeFatigue(db: Queryable, input: CreativeFatigueInput = {}) {
+  if (input.from || input.to) {
+    throw new PreciseError('invalid_argument', 'creative-fatigue takes no --from/--to: it re-steps every day whose counts changed', {
+      field: input.from ? 'from' : 'to',
+    });
+  }
+  const through = input.through ?? dayOf(Date.now() - DAY_MS);
+  if (!DAY.test(through) || dayOf(Date.parse(`${through}T00:00:00Z`)) !== through) {
+    throw new PreciseError('invalid_argument', 'through must be a day, YYYY-MM-DD', { field: 'through' });
+  }
+  const { rows } = await db.query<{ result: { skipped: boolean } & Record<string, unknown> }>('select private.fatigue_map_step() as result');
+  const mapped = rows[0]!.result;
+  if (mapped.skipped) return mapped;
+
+  const { rows: campaigns } = await db.query<CampaignWork>('select * from private.fatigue_campaign_work()');
+  const summary = { ...mapped, through, campaigns: campaigns.length, unchanged: 0, days_stepped: 0, points: 0, events: 0 };
+  const restepped: Array<{ campaign_id: string; from: string }> = [];
+  const settingsErrors: Array<{ org_id: string; campaign_id: string; field: string; message: string }> = [];
+  for (const campaign of campaigns) {
+    let settings: FatigueSettings;
+    try {
+      settings = parseFatigueSettings(campaign.properties);
+    } catch (error) {
+      if (!(error instanceof PreciseError)) throw error;
+      const field = String(error.details?.field ?? 'properties');
+      settingsErrors.push({ org_id: campaign.org_id, campaign_id: campaign.campaign_id, field, message: error.message });
+      await db.query('select private.fatigue_record_error($1, $2, $3::jsonb)', [
+        campaign.org_id, campaign.campaign_id, JSON.stringify({ field, message: error.message }),
+      ]);
+      continue;
+    }
+    const result = await scoreCampaign(db, campaign, settings, through);
+    if (!result) {
+      summary.unchanged += 1;
+      continue;
+    }
+    restepped.push({ campaign_id: campaign.campaign_id, from: result.from });
+    summary.days_stepped += result.days;
+    summary.points += result.points;
+    summary.events += result.events;
+  }
+  return { ...summary, restepped, ...(settingsErrors.length > 0 ? { settings_errors: settingsErrors } : {}) };
+}
+
+/** Re-steps one campaign from its first changed day; undefined when nothing changed. */
+async function scoreCampaign(db: Queryable, campaign: CampaignWork, settings: FatigueSettings, through: string) {
+  const { org_id: orgId, campaign_id: campaignId } = campaign;
+  const before = dayOf(Date.parse(`${through}T00:00:00Z`) + DAY_MS);
+  const fresh = await dailyCounts(db, orgId, campaignId, before);
+  const { rows: storedRows } = await db.query<{ result: Array<[string, Counts]> }>('select private.fatigue_stored_days($1, $2) as result', [
+    orgId,
+    campaignId,
+  ]);
+  const stored = new Map(storedRows[0]!.result.map(([day, counts]) => [day, canonical(counts)]));
+  const firstDays = [...fresh.keys(), ...stored.keys()].sort();
+  if (firstDays.length === 0 || firstDays[0]! > through) return undefined;
+  const first = firstDays[0]!;
+
+  const sameSettings = campaign.stored_settings !== null && sameEntries(campaign.stored_settings, settings);
+  let from: string | undefined;
+  for (let ms = Date.parse(`${first}T00:00:00Z`); dayOf(ms) <= through; ms += DAY_MS) {
+    const day = dayOf(ms);
+    if (!sameSettings || stored.get(day) !== canonical(fresh.get(day) ?? {})) {
+      from = day;
+      break;
+    }
+  }
+  if (from === undefined) return undefined;
+
+  let state: CampaignState = emptyCampaignState();
+  if (from > first) {
+    const { rows } = await db.query<{ state: CampaignState }>('select private.fatigue_state_after($1, $2, $3) as state', [
+      orgId,
+      campaignId,
+      dayOf(Date.parse(`${from}T00:00:00Z`) - DAY_MS),
+    ]);
+    state = rows[0]!.state;
+  }
+
+  const days: unknown[] = [];
+  const verdicts: unknown[] = [];
+  const events: unknown[] = [];
+  for (let ms = Date.parse(`${from}T00:00:00Z`); dayOf(ms) <= through; ms += DAY_MS) {
+    const day = dayOf(ms);
+    const counts = fresh.get(day) ?? {};
+    const step = stepCampaign(state, day, toDayCounts(counts), settings);
+    for (const verdict of step.verdicts) {
+      const previous = state.creatives[verdict.creativeId]?.status;
+      verdicts.push(verdictRow(verdict, counts[verdict.creativeId]));
+      if (verdict.status === 'fatigued' && previous !== 'fatigued') events.push([verdict.creativeId, day, 'detected', verdict.evidence]);
+      if (previous === 'fatigued' && verdict.status !== 'fatigued') events.push([verdict.creativeId, day, 'cleared', verdict.evidence]);
+    }
+    state = step.state;
+    days.push([day, counts, state]);
+  }
+  const { rows } = await db.query<{ result: { days: number; points: number; events: number } }>(
+    'select private.fatigue_apply($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8::jsonb) as result',
+    [orgId, campaignId, from, through, JSON.stringify(settings), JSON.stringify(days), JSON.stringify(verdicts), JSON.stringify(events)],
+  );
+  return { from, ...rows[0]!.result, points: Number(rows[0]!.result.points), events: Number(rows[0]!.result.events) };
+}
+
+/** The campaign's counts per UTC day before `before`, summed from the rollup's metrics. */
+async function dailyCounts(db: Queryable, orgId: string, campaignId: string, before: string): Promise<Map<string, Counts>> {
+  const { rows } = await db.query<{ result: Array<[string, string, number | string, number | string]> }>(
+    'select private.fatigue_daily_counts($1, $2, $3) as result',
+    [orgId, campaignId, before],
+  );
+  const byDay = new Map<string, Counts>();
+  for (const [creativeId, day, impressions, clicks] of rows[0]!.result) {
+    const counts = byDay.get(day) ?? {};
+    counts[creativeId] = [Number(impressions), Number(clicks)];
+    byDay.set(day, counts);
+  }
+  return byDay;
+}
+
+/** A day's counts in one spelling whatever the key order (jsonb reorders keys). */
+function canonical(counts: Counts): string {
+  return JSON.stringify(Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** Settings as stored (jsonb, keys reordered) against settings as parsed. */
+function sameEntries(stored: object, parsed: object): boolean {
+  const sorted = (value: object) => JSON.stringify(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return sorted(stored) === sorted(parsed);
+}
+
+function toDayCounts(counts: Counts): Map<string, DayCounts> {
+  return new Map(Object.entries(counts).map(([creativeId, [impressions, clicks]]) => [creativeId, { impressions, clicks }]));
+}
+
+const finite = (value: number | null | undefined) => (typeof value === 'number' && Number.isFinite(value) ? value : null);
+
+/** A verdict as private.fatigue_apply takes it, with its three metric values. */
+function verdictRow(verdict: CreativeVerdict, counts: [number, number] | undefined) {
+  const { evidence } = verdict;
+  return [
+    verdict.creativeId,
+    verdict.day,
+    verdict.status,
+    finite(verdict.score) ?? 0,
+    verdict.since,
+    counts?.[0] ?? 0,
+    counts?.[1] ?? 0,
+    evidence,
+    finite(verdict.score) ?? 0,
+    evidence.test ? finite(evidence.baseline.ctr) : null,
+    finite(evidence.recent.ctr),
+  ];
+}
+
+export const creativeFatigueJob: JobDefinition<CreativeFatigueInput> = {
+  name: 'creative-fatigue',
+  cron: '11 * * * *',
+  run: (db, input) => runCreativeFatigue(db, input),
+};
