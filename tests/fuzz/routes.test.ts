@@ -55,6 +55,7 @@ const authMode = fc.constantFrom<AuthMode>('valid', 'valid', 'valid', 'valid', '
 
 const METRICS_NAMES = ['metric', 'entity_type', 'entity_id', 'from', 'to', 'granularity', 'tz', 'currency'];
 const ATTRIBUTION_NAMES = ['model', 'dimension', 'from', 'to', 'tz', 'campaign_id', 'interval'];
+const FATIGUE_NAMES = ['campaign_id', 'as_of', 'tz'];
 const PIXEL_NAMES = ['ev', 'cmp', 'crv', 'ast', 'uid', 'eid', 'ts', 'v', 'cur', 'consent', 'anon', 'p.placement', 'p.__proto__', 'p.', 'key'];
 const POSTBACK_NAMES = ['click_id', 'clickid', 'subid', 'cid', 'cnv_id', 'event', 'value', 'payout', 'sum', 'revenue', 'currency', 'txid', 'tid',
   'transaction_id', 'status', 'cnv_status', 'aff_click', 'amt', 'Click_ID', 'CLICKID'];
@@ -476,6 +477,31 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, { timeo
       const attempt: Attempt = { route: 'GET /v1/attribution/conversions/:event_id', method: 'GET', path: `/v1/attribution/conversions/${raw ? id : encodeURIComponent(id.replace(/[\ud800-\udfff]/g, '\ufffd'))}`, headers: withBearer(headers, auth, readKey) };
       const answer = await send(attempt);
       if (auth === 'valid' && ![400, 404].includes(answer.status)) record(attempt, 'sibling lost', answer.status, `an unknown conversion answered ${answer.status}`);
+    });
+  });
+
+  it('GET /v1/fatigue', async () => {
+    const plausible = [campaignId, randomUUID(), h.orgId, '2026-11-20', '2026-11-25T00:00:00Z', '9999-99-99', 'UTC', 'crv-1', '__proto__'];
+    const arbitrary = fc.record({ pairs: fewPairs(FATIGUE_NAMES, plausible), replace: fc.boolean(), raw: fc.boolean(), auth: authMode, headers: fuzzHeaders });
+    const base: Pairs = [['campaign_id', campaignId]];
+    const query = (pairs: Pairs) => ({ pairs, replace: true, raw: false, auth: 'valid' as const, headers: {} });
+    const examples = [query([['campaign_id', '\u0000']]), query([['as_of', '0001-01-01']]), query([['campaign_id', '__proto__']])];
+    await fuzz('GET /v1/fatigue', arbitrary, examples, async ({ pairs, replace, raw, auth, headers }) => {
+      const attempt: Attempt = { route: 'GET /v1/fatigue', method: 'GET', path: `/v1/fatigue?${encodeQuery(merge(base, pairs, replace), raw)}`, headers: withBearer(headers, auth, readKey) };
+      await send(attempt);
+      const after = await send({ ...attempt, path: `/v1/fatigue?${new URLSearchParams(base)}`, headers: withBearer(headers, 'valid', readKey) });
+      if (after.status !== 200) record(attempt, 'sibling lost', after.status, `a valid query after it answered ${after.status}`);
+    });
+  });
+
+  it('GET /v1/fatigue/:creative_id', async () => {
+    const arbitrary = fc.record({ id: nastyString, raw: fc.boolean(), auth: authMode, headers: fuzzHeaders, tz: fc.constantFrom('UTC', 'Asia/Kathmandu', '\u0000', '') });
+    const examples = [{ id: '%E0%A4%A', raw: true, auth: 'valid' as const, headers: {}, tz: 'UTC' as const }, { id: '..', raw: true, auth: 'valid' as const, headers: {}, tz: 'UTC' as const }];
+    await fuzz('GET /v1/fatigue/:creative_id', arbitrary, examples, async ({ id, raw, auth, headers, tz }) => {
+      const creative = raw ? id : encodeURIComponent(id.replace(/[\ud800-\udfff]/g, '\ufffd'));
+      const attempt: Attempt = { route: 'GET /v1/fatigue/:creative_id', method: 'GET', path: `/v1/fatigue/${creative}?campaign_id=${campaignId}&tz=${encodeURIComponent(tz)}`, headers: withBearer(headers, auth, readKey) };
+      const answer = await send(attempt);
+      if (auth === 'valid' && answer.status >= 500) record(attempt, 'sibling lost', answer.status, `a creative answered ${answer.status}`);
     });
   });
 
