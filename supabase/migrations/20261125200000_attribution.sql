@@ -808,7 +808,10 @@ begin
        set credit_pending = false, credited = null, credit_half_life = d.half_life,
            version = p.version + 1, updated_at = now()
       from unnest(p_orgs, p_keys, p_versions, p_half_lives) with ordinality as d(org_id, conversion_key, version, half_life, i)
-     where p.org_id = d.org_id and p.conversion_key = d.conversion_key and p.version = d.version and p.credit_pending
+     -- the version read implies credit_pending (every change counts one); no condition on it,
+     -- so that the rows are found by the primary key, not by a scan of the pending index as
+     -- stale statistics once made the planner choose (quadratic in a large build)
+     where p.org_id = d.org_id and p.conversion_key = d.conversion_key and p.version = d.version
     returning d.i, p.org_id
   ),
   sums as materialized (
