@@ -107,36 +107,76 @@ async function buildAndCredit(db: Queryable) {
 async function creditChunk(db: Queryable): Promise<{ credited: number; points: number } | undefined> {
   const { rows } = await db.query<CreditWork>('select * from private.attribution_credit_work($1)', [CREDIT_CHUNK]);
   if (rows.length === 0) return undefined;
-  const credits: unknown[][] = [];
-  const done: unknown[][] = [];
-  for (const work of rows) {
+  const batch = new CreditBatch();
+  rows.forEach((work, i) => {
     const halfLife = Number(work.half_life);
-    const now = contribution(work.current_state, halfLife);
-    if (now) credits.push([work.org_id, work.conversion_key, 1, ...now]);
+    batch.conversion(work.org_id, work.conversion_key, work.version, halfLife);
+    batch.add(i + 1, work.current_state, halfLife, 1);
     // what the metrics hold for it, taken away
-    const before = work.credited_state && contribution(work.credited_state, work.credited_state.half_life ?? halfLife);
-    if (before) credits.push([work.org_id, work.conversion_key, -1, ...before]);
-    done.push([work.org_id, work.conversion_key, work.version, halfLife]);
-  }
+    if (work.credited_state) batch.add(i + 1, work.credited_state, work.credited_state.half_life ?? halfLife, -1);
+  });
   const { rows: written } = await db.query<{ credited: string; points: string }>(
-    'select * from private.attribution_apply_credits($1::jsonb, $2::jsonb)',
-    [JSON.stringify(done), JSON.stringify(credits)],
+    `select * from private.attribution_apply_credits($1::uuid[], $2::text[], $3::bigint[], $4::numeric[], $5::integer[],
+       $6::timestamptz[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::text[], $12::numeric[])`,
+    batch.parameters(),
   );
   return { credited: Number(written[0]!.credited), points: Number(written[0]!.points) };
 }
 
 /**
- * What a conversion in this state adds to the metrics: its time, currency and amount, and per
- * rule model, stored dimension and channel its credit (SQL writes the credit as
- * attributed_conversions, and the credit times the amount as attributed_value, both exact in
- * numeric). Nothing unless approved with a touch in its path.
+ * A chunk's conversions and their credits as the parallel arrays private.attribution_apply_credits
+ * unnests (SQL sums them per series and bucket, exactly, in numeric: a float sum here would not
+ * cancel exactly when a conversion's credit is taken away later).
  */
-export function contribution(
-  state: CreditState,
-  halfLifeDays: number,
-): [at: string, currency: string, amount: number | null, credits: Array<[StoredDimension, string, string, number]>] | undefined {
+class CreditBatch {
+  private readonly orgs: string[] = [];
+  private readonly keys: string[] = [];
+  private readonly versions: string[] = [];
+  private readonly halfLives: number[] = [];
+  private readonly rows = {
+    conversion: [] as number[], at: [] as string[], currency: [] as Array<string | null>, amount: [] as Array<number | null>,
+    dimension: [] as string[], channel: [] as string[], model: [] as string[], credit: [] as number[],
+  };
+
+  conversion(orgId: string, key: string, version: string, halfLife: number) {
+    this.orgs.push(orgId);
+    this.keys.push(key);
+    this.versions.push(version);
+    this.halfLives.push(halfLife);
+  }
+
+  /** The credits of conversion `position` (from 1) in this state, with `sign` -1 to take them away. */
+  add(position: number, state: CreditState, halfLifeDays: number, sign: 1 | -1) {
+    for (const [dimension, channel, model, credit] of contribution(state, halfLifeDays)) {
+      const rows = this.rows;
+      rows.conversion.push(position);
+      rows.at.push(state.at);
+      rows.currency.push(state.currency);
+      rows.amount.push(state.amount);
+      rows.dimension.push(dimension);
+      rows.channel.push(channel);
+      rows.model.push(model);
+      // negating a double is exact, and so is its decimal form: a withdrawal cancels to zero
+      rows.credit.push(sign * credit);
+    }
+  }
+
+  parameters(): unknown[] {
+    const rows = this.rows;
+    return [this.orgs, this.keys, this.versions, this.halfLives, rows.conversion, rows.at, rows.currency, rows.amount,
+      rows.dimension, rows.channel, rows.model, rows.credit];
+  }
+}
+
+/**
+ * What a conversion in this state adds to the metrics: per rule model, stored dimension and
+ * channel its credit (SQL writes the credit as attributed_conversions, and the credit times the
+ * amount as attributed_value, both exact in numeric). Nothing unless approved with a touch in its
+ * path.
+ */
+export function contribution(state: CreditState, halfLifeDays: number): Array<[StoredDimension, string, string, number]> {
   const touches = state.touches ?? [];
-  if (state.status !== 'approved' || touches.length === 0) return undefined;
+  if (state.status !== 'approved' || touches.length === 0) return [];
   const asTouches: Touch[] = touches.map((touch) => ({ at: touch.at, kind: touch.k === 'c' ? 'click' : 'view', channel: '' }));
   const credits: Array<[StoredDimension, string, string, number]> = [];
   for (const model of RULE_MODELS) {
@@ -147,7 +187,7 @@ export function contribution(
       }
     }
   }
-  return [state.at, state.currency ?? '', state.amount, credits];
+  return credits;
 }
 
 /** A path's credits summed per channel at a dimension. */

@@ -184,7 +184,8 @@ create index attribution_paths_user_idx on public.attribution_paths (org_id, use
 create index attribution_paths_click_idx on public.attribution_paths (org_id, click_id) where click_id is not null;
 create index attribution_paths_event_idx on public.attribution_paths (org_id, event_id);
 create index attribution_paths_path_pending_idx on public.attribution_paths (org_id, conversion_key) where path_pending;
-create index attribution_paths_credit_pending_idx on public.attribution_paths (org_id, conversion_key) where credit_pending;
+-- in time order: the conversions of a chunk of credits share buckets
+create index attribution_paths_credit_pending_idx on public.attribution_paths (org_id, converted_at, conversion_key) where credit_pending;
 
 alter table public.attribution_touches enable row level security;
 create policy "attribution_touches: members read" on public.attribution_touches
@@ -752,93 +753,122 @@ as $$
            || jsonb_build_object('ms', floor(extract(epoch from p.converted_at) * 1000)::bigint),
          case when p.credited is not null then p.credited
            || jsonb_build_object('ms', floor(extract(epoch from (p.credited ->> 'at')::timestamptz) * 1000)::bigint) end
-  from public.attribution_paths p
-  join orgs o on o.id = p.org_id and not o.s ? 'error'
-  where p.credit_pending and not p.path_pending
-  order by p.org_id, p.conversion_key
+  from orgs o
+  -- in time order, so that a chunk's conversions share buckets (attribution_apply_credits sums
+  -- them); per organization by its index, so that a chunk reads no more than it takes
+  cross join lateral (
+    select p.*
+    from public.attribution_paths p
+    where p.org_id = o.id and p.credit_pending and not p.path_pending
+    order by p.converted_at, p.conversion_key
+    limit p_limit
+  ) p
+  where not o.s ? 'error'
+  order by p.org_id, p.converted_at, p.conversion_key
   limit p_limit
 $$;
 
 -- Writes the credits the job computed, for the conversions still at the version it read (a
 -- conversion changed since, or credited by another run, is left for the next chunk), and marks
 -- them credited, in one call (one transaction), so a credit is written exactly once.
---   p_done: [[org_id, conversion_key, version, half_life], ...]
---   p_credits: [[org_id, conversion_key, sign (1 adds, -1 takes away what was added before),
---     conversion time (text), currency ('' for none), amount or null,
---     [[dimension, channel, model, credit], ...]], ...]
--- Each credit is written as attributed_conversions (the credit) and attributed_value (the credit
--- times the amount, exact in numeric), in series of entity_type the dimension, entity_id the
--- channel, dimensions {"model", "currency"}, at the conversion's 15-minute bucket. Points that
--- net to zero are removed. Returns the conversions credited and the points written.
-create function private.attribution_apply_credits(p_done jsonb, p_credits jsonb, out credited bigint, out points bigint)
+--   the conversions read, one element each: p_orgs, p_keys, p_versions, p_half_lives;
+--   their credits, one element per (state, dimension, channel, model): p_conversions (the
+--   conversion's position in the first arrays, from 1), p_at (the time of the state credited),
+--   p_currencies (null for none), p_amounts (null for none), p_entity_types (the dimension),
+--   p_entity_ids (the channel), p_models, p_credits (negative: taking away what was added before).
+-- Many conversions share a bucket and a channel: the credits are summed per series and 15-minute
+-- bucket (exactly, in numeric) and each sum is added to its point by one INSERT ... ON CONFLICT,
+-- as attributed_conversions (the credit) and attributed_value (the credit times the amount), in
+-- series of entity_type the dimension, entity_id the channel, dimensions {"model", "currency"}.
+-- New series are named in the same statement, as the rollup names them. Points that net to zero
+-- are removed. Returns the conversions credited and the points written.
+create function private.attribution_apply_credits(
+  p_orgs uuid[], p_keys text[], p_versions bigint[], p_half_lives numeric[],
+  p_conversions integer[], p_at timestamptz[], p_currencies text[], p_amounts numeric[],
+  p_entity_types text[], p_entity_ids text[], p_models text[], p_credits numeric[],
+  out credited bigint, out points bigint
+)
 language plpgsql
 set search_path = ''
+set jit = off
+-- planned for each chunk's arrays (their lengths known): a generic plan guesses 100 rows per
+-- array and, from the sixth chunk on, was ten times slower
+set plan_cache_mode = force_custom_plan
 as $$
 declare
-  v_orgs uuid[];
-  v_keys text[];
   v_zero_orgs uuid[];
   v_zero_series bigint[];
   v_zero_buckets timestamptz[];
 begin
+  -- One credit writer at a time: no other run names one of the series named below meanwhile (its
+  -- unique violation would fail this chunk, to be retried by the next run, rather than lose points).
+  perform pg_advisory_xact_lock(hashtext('precise.attribution.credits'));
   with fresh as (
     update public.attribution_paths p
-       set credit_pending = false, credited = null, credit_half_life = (d ->> 3)::numeric,
+       set credit_pending = false, credited = null, credit_half_life = d.half_life,
            version = p.version + 1, updated_at = now()
-      from jsonb_array_elements(p_done) d
-     where p.org_id = (d ->> 0)::uuid and p.conversion_key = d ->> 1 and p.version = (d ->> 2)::bigint and p.credit_pending
-    returning p.org_id, p.conversion_key
-  )
-  select count(*), array_agg(f.org_id), array_agg(f.conversion_key) into credited, v_orgs, v_keys from fresh f;
-  if credited = 0 then
-    points := 0;
-    return;
-  end if;
-
-  -- The series are named first, in a statement of their own, so that the points below find every
-  -- one of them by an index probe, whatever the planner guesses of the size of p_credits.
-  insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
-  select distinct (c ->> 0)::uuid, m.metric, r ->> 0, r ->> 1, '15m',
-         jsonb_strip_nulls(jsonb_build_object('model', r ->> 2, 'currency', nullif(c ->> 4, '')))
-  from jsonb_array_elements(p_credits) c
-  cross join jsonb_array_elements(c -> 6) r
-  cross join (values ('attributed_conversions', false), ('attributed_value', true)) as m(metric, is_value)
-  where ((c ->> 0)::uuid, c ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
-    and not (m.is_value and c -> 5 = 'null'::jsonb)
-  on conflict (org_id, entity_type, entity_id, metric, granularity, dimensions) do nothing;
-
-  with credits as (
-    select (c ->> 0)::uuid as org_id, r ->> 0 as entity_type, r ->> 1 as entity_id,
-           jsonb_strip_nulls(jsonb_build_object('model', r ->> 2, 'currency', nullif(c ->> 4, ''))) as dimensions,
-           date_bin('15 minutes', (c ->> 3)::timestamptz, timestamptz '2000-01-01 00:00:00+00') as bucket,
-           (c ->> 2)::integer * (r ->> 3)::numeric as credit, (c ->> 5)::numeric as amount
-    from jsonb_array_elements(p_credits) c
-    cross join jsonb_array_elements(c -> 6) r
-    where ((c ->> 0)::uuid, c ->> 1) in (select f.org_id, f.conversion_key from unnest(v_orgs, v_keys) as f(org_id, conversion_key))
+      from unnest(p_orgs, p_keys, p_versions, p_half_lives) with ordinality as d(org_id, conversion_key, version, half_life, i)
+     -- the version read implies credit_pending (every change counts one); no condition on it,
+     -- so that the rows are found by the primary key, not by a scan of the pending index as
+     -- stale statistics once made the planner choose (quadratic in a large build)
+     where p.org_id = d.org_id and p.conversion_key = d.conversion_key and p.version = d.version
+    returning d.i, p.org_id
   ),
-  sums as (
-    select c.org_id, c.entity_type, c.entity_id, m.metric, c.dimensions, c.bucket, sum(m.value) as value
-    from credits c
-    cross join lateral (values ('attributed_conversions', c.credit), ('attributed_value', c.credit * c.amount)) as m(metric, value)
-    where m.value is not null
+  sums as materialized (
+    select f.org_id, c.entity_type, c.entity_id, c.model, nullif(c.currency, '') as currency,
+           date_bin('15 minutes', c.at, timestamptz '2000-01-01 00:00:00+00') as bucket,
+           sum(c.credit) as conversions, sum(c.credit * c.amount) as value
+    from unnest(p_conversions, p_at, p_currencies, p_amounts, p_entity_types, p_entity_ids, p_models, p_credits)
+           as c(i, at, currency, amount, entity_type, entity_id, model, credit)
+    join fresh f on f.i = c.i
     group by 1, 2, 3, 4, 5, 6
-    having sum(m.value) <> 0
+  ),
+  deltas as materialized (
+    select s.org_id, m.metric, s.entity_type, s.entity_id,
+           jsonb_strip_nulls(jsonb_build_object('model', s.model, 'currency', s.currency)) as dimensions,
+           s.bucket, m.value
+    from sums s
+    cross join lateral (values ('attributed_conversions', s.conversions), ('attributed_value', s.value)) as m(metric, value)
+    -- no amount, no value point; a sum of nothing is no point
+    where m.value <> 0
+  ),
+  keys as (
+    select distinct d.org_id, d.metric, d.entity_type, d.entity_id, d.dimensions from deltas d
+  ),
+  known as (
+    select k.*, s.id as series_id
+    from keys k
+    join public.metric_series s
+      on s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
+     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions
+  ),
+  named as (
+    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+    select k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
+    from keys k
+    where not exists (select from known n
+                      where n.org_id = k.org_id and n.metric = k.metric and n.entity_type = k.entity_type
+                        and n.entity_id = k.entity_id and n.dimensions = k.dimensions)
+    returning id as series_id, org_id, metric, entity_type, entity_id, dimensions
+  ),
+  series as (
+    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.series_id from known n
+    union all
+    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.series_id from named n
   ),
   added as (
     insert into public.metric_points as p (org_id, series_id, bucket_start, value)
-    select s.org_id, k.id, s.bucket, trim_scale(s.value)
-    from sums s
-    cross join lateral (
-      select m.id from public.metric_series m
-      where m.org_id = s.org_id and m.entity_type = s.entity_type and m.entity_id = s.entity_id and m.metric = s.metric
-        and m.granularity = '15m' and m.dimensions = s.dimensions
-    ) k
+    select d.org_id, k.series_id, d.bucket, trim_scale(d.value)
+    from deltas d
+    join series k
+      on k.org_id = d.org_id and k.metric = d.metric and k.entity_type = d.entity_type and k.entity_id = d.entity_id
+     and k.dimensions = d.dimensions
     on conflict (org_id, series_id, bucket_start) do update set value = trim_scale(p.value + excluded.value)
     returning p.org_id, p.series_id, p.bucket_start, p.value
   )
-  select count(*), array_agg(a.org_id) filter (where a.value = 0),
+  select (select count(*) from fresh), count(*), array_agg(a.org_id) filter (where a.value = 0),
          array_agg(a.series_id) filter (where a.value = 0), array_agg(a.bucket_start) filter (where a.value = 0)
-    into points, v_zero_orgs, v_zero_series, v_zero_buckets
+    into credited, points, v_zero_orgs, v_zero_series, v_zero_buckets
     from added a;
   -- a point that nets to zero (a conversion rejected, a path moved) is no point
   if v_zero_orgs is not null then
@@ -868,7 +898,7 @@ revoke all on function
   private.attribution_step(),
   private.attribution_rebuild_between(timestamptz, timestamptz),
   private.attribution_credit_work(integer),
-  private.attribution_apply_credits(jsonb, jsonb)
+  private.attribution_apply_credits(uuid[], text[], bigint[], numeric[], integer[], timestamptz[], text[], numeric[], text[], text[], text[], numeric[])
   from public;
 grant execute on function
   private.attribution_settings(jsonb),
@@ -888,7 +918,7 @@ grant execute on function
   private.attribution_step(),
   private.attribution_rebuild_between(timestamptz, timestamptz),
   private.attribution_credit_work(integer),
-  private.attribution_apply_credits(jsonb, jsonb)
+  private.attribution_apply_credits(uuid[], text[], bigint[], numeric[], integer[], timestamptz[], text[], numeric[], text[], text[], text[], numeric[])
   to service_role;
 
 -- ---------------------------------------------------------------------------------------------
