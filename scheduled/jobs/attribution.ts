@@ -1,7 +1,7 @@
 import type { Queryable } from '../../core/db/port.ts';
-import { PreciseError } from '../../core/errors.ts';
 import { RULE_MODELS, ruleCredits, type Touch } from '../attribution/models.ts';
 import type { JobDefinition, JobProgress } from '../job.ts';
+import { eachDay, rangeOf, rangeResult, type TimeRange } from '../range.ts';
 
 /**
  * Attribution, kept incrementally (supabase/migrations/20261125200000_attribution.sql): one step
@@ -64,12 +64,8 @@ interface CreditWork {
 }
 
 export async function runAttribution(db: Queryable, input: AttributionInput = {}, onProgress?: (progress: JobProgress) => void) {
-  if (input.from || input.to) {
-    const from = parseTime(input.from, 'from');
-    const to = parseTime(input.to, 'to');
-    if (to <= from) throw new PreciseError('invalid_argument', '--to must be after --from', { field: 'to' });
-    return rebuild(db, from, to, onProgress);
-  }
+  const range = rangeOf(input);
+  if (range) return rebuild(db, range, onProgress);
   const { rows } = await db.query<{ result: { skipped: boolean } & Record<string, unknown> }>('select private.attribution_step() as result');
   const step = rows[0]!.result;
   if (step.skipped) return step;
@@ -206,37 +202,19 @@ export function creditByChannel(touches: readonly StoredTouch[], credits: readon
  * attribution points removed, its paths built again with the settings of now, its credits
  * written again. Pending arrivals are folded in first.
  */
-async function rebuild(db: Queryable, from: Date, to: Date, onProgress?: (progress: JobProgress) => void) {
+async function rebuild(db: Queryable, range: TimeRange, onProgress?: (progress: JobProgress) => void) {
   await runAttribution(db);
-  const day = 86_400_000;
-  const total = Math.ceil((to.getTime() - from.getTime()) / day);
-  const summary = { days: total, touches: 0, paths: 0, paths_built: 0, conversions_credited: 0, points: 0 };
-  for (let i = 0; i < total; i += 1) {
-    const start = new Date(from.getTime() + i * day);
-    const end = new Date(Math.min(to.getTime(), start.getTime() + day));
-    const { rows } = await db
-      .query<{ result: { touches: number; paths: number } }>('select private.attribution_rebuild_between($1, $2) as result', [start, end])
-      .catch((error: { code?: string; message?: string }) => {
-        if (error.code === '22023') throw new PreciseError('invalid_argument', error.message ?? 'bad range', { field: 'from' });
-        throw error;
-      });
-    summary.touches += rows[0]!.result.touches;
-    summary.paths += rows[0]!.result.paths;
+  const summary = { days: 0, touches: 0, paths: 0, paths_built: 0, conversions_credited: 0, points: 0 };
+  summary.days = await eachDay(range, onProgress, async (start, end) => {
+    const result = await rangeResult<{ touches: number; paths: number }>(db, 'select private.attribution_rebuild_between($1, $2) as result', start, end);
+    summary.touches += result.touches;
+    summary.paths += result.paths;
     const built = await buildAndCredit(db);
     summary.paths_built += built.paths_built;
     summary.conversions_credited += built.conversions_credited;
     summary.points += built.points;
-    onProgress?.({ done: i + 1, total });
-  }
+  });
   return summary;
-}
-
-function parseTime(value: string | undefined, field: string): Date {
-  const time = value ? new Date(value) : new Date(NaN);
-  if (Number.isNaN(time.getTime())) {
-    throw new PreciseError('invalid_argument', `--${field} must be an ISO-8601 time, e.g. 2026-11-01T00:00:00Z`, { field });
-  }
-  return time;
 }
 
 export const attributionJob: JobDefinition<AttributionInput> = {

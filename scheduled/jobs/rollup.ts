@@ -1,6 +1,6 @@
 import type { Queryable } from '../../core/db/port.ts';
-import { PreciseError } from '../../core/errors.ts';
 import type { JobDefinition, JobProgress } from '../job.ts';
+import { eachDay, rangeOf, rangeResult, type TimeRange } from '../range.ts';
 
 /**
  * Rolls events into metrics at the 15-minute grain: private.rollup_metrics() folds in what
@@ -16,12 +16,8 @@ export interface RollupInput {
 export type BackfillProgress = JobProgress;
 
 export async function runRollup(db: Queryable, input: RollupInput = {}, onProgress?: (progress: BackfillProgress) => void) {
-  if (input.from || input.to) {
-    const from = parseTime(input.from, 'from');
-    const to = parseTime(input.to, 'to');
-    if (to <= from) throw new PreciseError('invalid_argument', '--to must be after --from', { field: 'to' });
-    return backfill(db, from, to, onProgress);
-  }
+  const range = rangeOf(input);
+  if (range) return backfill(db, range, onProgress);
   const { rows } = await db.query<{ result: object }>('select private.rollup_metrics() as result');
   return rows[0]!.result;
 }
@@ -30,34 +26,15 @@ export async function runRollup(db: Queryable, input: RollupInput = {}, onProgre
  * Recomputes a range a day at a time (each day one transaction), reporting progress. A recompute
  * counts the events below the watermark, so pending events are folded in first.
  */
-async function backfill(db: Queryable, from: Date, to: Date, onProgress?: (progress: BackfillProgress) => void) {
+async function backfill(db: Queryable, range: TimeRange, onProgress?: (progress: BackfillProgress) => void) {
   await db.query('select private.rollup_metrics()');
-  const day = 86_400_000;
-  const total = Math.ceil((to.getTime() - from.getTime()) / day);
-  const summary = { days: total, buckets: 0, rows: 0 };
-  for (let i = 0; i < total; i += 1) {
-    const start = new Date(from.getTime() + i * day);
-    const end = new Date(Math.min(to.getTime(), start.getTime() + day));
-    const { rows } = await db
-      .query<{ result: { buckets: number; rows: number } }>('select private.rollup_metrics_between($1, $2) as result', [start, end])
-      .catch((error: { code?: string; message?: string }) => {
-        // a range before the start of the retained log
-        if (error.code === '22023') throw new PreciseError('invalid_argument', error.message ?? 'bad range', { field: 'from' });
-        throw error;
-      });
-    summary.buckets += rows[0]!.result.buckets;
-    summary.rows += Number(rows[0]!.result.rows);
-    onProgress?.({ done: i + 1, total });
-  }
+  const summary = { days: 0, buckets: 0, rows: 0 };
+  summary.days = await eachDay(range, onProgress, async (start, end) => {
+    const result = await rangeResult<{ buckets: number; rows: number }>(db, 'select private.rollup_metrics_between($1, $2) as result', start, end);
+    summary.buckets += result.buckets;
+    summary.rows += Number(result.rows);
+  });
   return summary;
-}
-
-function parseTime(value: string | undefined, field: string): Date {
-  const time = value ? new Date(value) : new Date(NaN);
-  if (Number.isNaN(time.getTime())) {
-    throw new PreciseError('invalid_argument', `--${field} must be an ISO-8601 time, e.g. 2026-11-01T00:00:00Z`, { field });
-  }
-  return time;
 }
 
 export const rollupJob: JobDefinition<RollupInput> = {
