@@ -35,6 +35,8 @@ const { values: args } = parseArgs({
     increment: { type: 'string', default: '10000' },
     creatives: { type: 'string', default: '1000' },
     record: { type: 'boolean', default: false },
+    // keep the database (its URL printed) for profiling the stages by hand
+    keep: { type: 'boolean', default: false },
   },
 });
 const SIZES = args.paths.split(',').map(Number).sort((a, b) => a - b);
@@ -120,7 +122,12 @@ async function main() {
     }
     await report(rows);
   } finally {
-    await bench.drop();
+    if (args.keep) {
+      log(`kept: ${bench.url}`);
+      await db.close();
+    } else {
+      await bench.drop();
+    }
   }
 }
 
