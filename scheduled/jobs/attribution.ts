@@ -23,7 +23,7 @@ export interface AttributionInput {
 export const STORED_DIMENSIONS = ['campaign', 'creative'] as const;
 type StoredDimension = (typeof STORED_DIMENSIONS)[number];
 
-const BUILD_CHUNK = 2000;
+const BUILD_CHUNK = 10_000;
 const CREDIT_CHUNK = 1000;
 // a bound on the chunks of one run, far above any real backlog, so that a bug cannot loop forever
 const MAX_CHUNKS = 100_000;
@@ -76,11 +76,24 @@ export async function runAttribution(db: Queryable, input: AttributionInput = {}
 async function buildAndCredit(db: Queryable) {
   const summary = { paths_built: 0, paths_changed: 0, conversions_credited: 0, points: 0, build_ms: 0, credit_ms: 0 };
   const started = performance.now();
+  // chunks in key order from a cursor; a pass that finds nothing past it starts again from the
+  // beginning (paths marked behind the cursor meanwhile), and a pass from the beginning that finds
+  // nothing ends the build
+  let after: { org: string | null; key: string | null } = { org: null, key: null };
   for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
-    const { rows } = await db.query<{ built: number; changed: number }>('select * from private.attribution_build($1)', [BUILD_CHUNK]);
-    summary.paths_built += rows[0]!.built;
-    summary.paths_changed += rows[0]!.changed;
-    if (rows[0]!.built === 0) break;
+    const { rows } = await db.query<{ built: number; changed: number; last_org: string | null; last_key: string | null }>(
+      'select * from private.attribution_build($1, $2, $3)',
+      [BUILD_CHUNK, after.org, after.key],
+    );
+    const result = rows[0]!;
+    summary.paths_built += result.built;
+    summary.paths_changed += result.changed;
+    if (result.last_org === null) {
+      if (after.org === null) break;
+      after = { org: null, key: null };
+    } else {
+      after = { org: result.last_org, key: result.last_key };
+    }
   }
   summary.build_ms = Math.round(performance.now() - started);
   for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {

@@ -424,4 +424,19 @@ describe(`attribution (${BACKEND})`, () => {
     expect(after.body.data).toMatchObject({ attributed: true, user_key: 'jo' });
     expect(after.body.data.touches.map((t: any) => [t.kind, t.channels.campaign])).toEqual([['view', campaignA], ['click', campaignB]]);
   });
+  it('keeps a touch’s scalar properties for property:<name>: an object already in the kept form as it is, others normalised', async () => {
+    const kept = async (properties: object) =>
+      (await h.test.db.query<{ kept: unknown }>('select private.attribution_touch_properties($1::jsonb) as kept', [JSON.stringify(properties)])).rows[0]!.kept;
+    const already = { channel: 'search', rank: 2, paid: true };
+    expect(await kept(already)).toEqual(already);
+    expect(await kept({})).toBeNull();
+    // nested values and nulls dropped, long strings cut to 128 characters
+    expect(await kept({ b: { x: 1 }, a: 'y'.repeat(200), c: null, d: [1] })).toEqual({ a: 'y'.repeat(128) });
+    // at most 16, the first by name
+    const many = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${String(i).padStart(2, '0')}`, i]));
+    expect(Object.keys((await kept(many)) as object)).toEqual(Object.keys(many).slice(0, 16));
+    // a string of exactly 128 characters is already kept; one of 129 is cut
+    expect(await kept({ s: 'z'.repeat(128) })).toEqual({ s: 'z'.repeat(128) });
+    expect(await kept({ s: 'é'.repeat(129) })).toEqual({ s: 'é'.repeat(128) });
+  });
 });
