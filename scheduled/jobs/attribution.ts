@@ -1,4 +1,5 @@
 import type { Queryable } from '../../core/db/port.ts';
+import { bucketOf, CreditPoints, toCreditUnits } from '../attribution/credit-points.ts';
 import { RULE_MODELS, ruleCredits, type Touch } from '../attribution/models.ts';
 import type { JobDefinition, JobProgress } from '../job.ts';
 import { eachDay, rangeOf, rangeResult, type TimeRange } from '../range.ts';
@@ -24,7 +25,7 @@ export const STORED_DIMENSIONS = ['campaign', 'creative'] as const;
 type StoredDimension = (typeof STORED_DIMENSIONS)[number];
 
 const BUILD_CHUNK = 10_000;
-const CREDIT_CHUNK = 1000;
+const CREDIT_CHUNK = 5000;
 // a bound on the chunks of one run, far above any real backlog, so that a bug cannot loop forever
 const MAX_CHUNKS = 100_000;
 
@@ -61,6 +62,9 @@ interface CreditWork {
   half_life: string;
   current_state: CreditState;
   credited_state: CreditState | null;
+  /** the amounts as exact text (the states' JSON numbers may not be) */
+  current_amount: string | null;
+  credited_amount: string | null;
 }
 
 export async function runAttribution(db: Queryable, input: AttributionInput = {}, onProgress?: (progress: JobProgress) => void) {
@@ -116,85 +120,51 @@ async function buildAndCredit(db: Queryable) {
 async function creditChunk(db: Queryable): Promise<{ credited: number; points: number } | undefined> {
   const { rows } = await db.query<CreditWork>('select * from private.attribution_credit_work($1)', [CREDIT_CHUNK]);
   if (rows.length === 0) return undefined;
-  const batch = new CreditBatch();
-  rows.forEach((work, i) => {
+  const points = new CreditPoints();
+  for (const work of rows) {
     const halfLife = Number(work.half_life);
-    batch.conversion(work.org_id, work.conversion_key, work.version, halfLife);
-    batch.add(i + 1, work.current_state, halfLife, 1);
+    addContribution(points, work.org_id, work.current_state, work.current_amount, halfLife, 1n);
     // what the metrics hold for it, taken away
-    if (work.credited_state) batch.add(i + 1, work.credited_state, work.credited_state.half_life ?? halfLife, -1);
-  });
+    if (work.credited_state) {
+      addContribution(points, work.org_id, work.credited_state, work.credited_amount, work.credited_state.half_life ?? halfLife, -1n);
+    }
+  }
+  const sums = points.columns();
   const { rows: written } = await db.query<{ credited: string; points: string }>(
-    `select * from private.attribution_apply_credits($1::uuid[], $2::text[], $3::bigint[], $4::numeric[], $5::integer[],
-       $6::timestamptz[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::text[], $12::numeric[])`,
-    batch.parameters(),
+    `select * from private.attribution_apply_credits($1::uuid[], $2::text[], $3::bigint[], $4::numeric[], $5::uuid[],
+       $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::numeric[])`,
+    [
+      rows.map((w) => w.org_id), rows.map((w) => w.conversion_key), rows.map((w) => w.version), rows.map((w) => Number(w.half_life)),
+      sums.orgs, sums.buckets, sums.currencies, sums.dimensions, sums.channels, sums.models, sums.conversions, sums.values,
+    ],
   );
   return { credited: Number(written[0]!.credited), points: Number(written[0]!.points) };
 }
 
-/**
- * A chunk's conversions and their credits as the parallel arrays private.attribution_apply_credits
- * unnests (SQL sums them per series and bucket, exactly, in numeric: a float sum here would not
- * cancel exactly when a conversion's credit is taken away later).
- */
-class CreditBatch {
-  private readonly orgs: string[] = [];
-  private readonly keys: string[] = [];
-  private readonly versions: string[] = [];
-  private readonly halfLives: number[] = [];
-  private readonly rows = {
-    conversion: [] as number[], at: [] as string[], currency: [] as Array<string | null>, amount: [] as Array<number | null>,
-    dimension: [] as string[], channel: [] as string[], model: [] as string[], credit: [] as number[],
-  };
-
-  conversion(orgId: string, key: string, version: string, halfLife: number) {
-    this.orgs.push(orgId);
-    this.keys.push(key);
-    this.versions.push(version);
-    this.halfLives.push(halfLife);
-  }
-
-  /** The credits of conversion `position` (from 1) in this state, with `sign` -1 to take them away. */
-  add(position: number, state: CreditState, halfLifeDays: number, sign: 1 | -1) {
-    for (const [dimension, channel, model, credit] of contribution(state, halfLifeDays)) {
-      const rows = this.rows;
-      rows.conversion.push(position);
-      rows.at.push(state.at);
-      rows.currency.push(state.currency);
-      rows.amount.push(state.amount);
-      rows.dimension.push(dimension);
-      rows.channel.push(channel);
-      rows.model.push(model);
-      // negating a double is exact, and so is its decimal form: a withdrawal cancels to zero
-      rows.credit.push(sign * credit);
+/** A conversion's credits in this state added to the chunk's points (`sign` -1n: taken away). */
+function addContribution(points: CreditPoints, org: string, state: CreditState, amount: string | null, halfLifeDays: number, sign: 1n | -1n) {
+  const bucket = bucketOf(state.ms);
+  for (const [dimension, model, units] of contribution(state, halfLifeDays)) {
+    for (const [channel, unit] of units) {
+      points.add({ org, bucket, currency: state.currency, dimension, channel, model }, sign * unit, amount);
     }
-  }
-
-  parameters(): unknown[] {
-    const rows = this.rows;
-    return [this.orgs, this.keys, this.versions, this.halfLives, rows.conversion, rows.at, rows.currency, rows.amount,
-      rows.dimension, rows.channel, rows.model, rows.credit];
   }
 }
 
 /**
- * What a conversion in this state adds to the metrics: per rule model, stored dimension and
- * channel its credit (SQL writes the credit as attributed_conversions, and the credit times the
- * amount as attributed_value, both exact in numeric). Nothing unless approved with a touch in its
- * path.
+ * What a conversion in this state adds to the metrics: per rule model and stored dimension, each
+ * channel's credit in 10^-12 units, summing to exactly one conversion (SQL writes it as
+ * attributed_conversions, and times the amount as attributed_value). Nothing unless approved with
+ * a touch in its path.
  */
-export function contribution(state: CreditState, halfLifeDays: number): Array<[StoredDimension, string, string, number]> {
+export function contribution(state: CreditState, halfLifeDays: number): Array<[StoredDimension, string, Map<string, bigint>]> {
   const touches = state.touches ?? [];
   if (state.status !== 'approved' || touches.length === 0) return [];
   const asTouches: Touch[] = touches.map((touch) => ({ at: touch.at, kind: touch.k === 'c' ? 'click' : 'view', channel: '' }));
-  const credits: Array<[StoredDimension, string, string, number]> = [];
+  const credits: Array<[StoredDimension, string, Map<string, bigint>]> = [];
   for (const model of RULE_MODELS) {
     const perTouch = ruleCredits(model, asTouches, state.ms, { halfLifeDays });
-    for (const dimension of STORED_DIMENSIONS) {
-      for (const [channel, credit] of creditByChannel(touches, perTouch, dimension)) {
-        if (credit !== 0) credits.push([dimension, channel, model, credit]);
-      }
-    }
+    for (const dimension of STORED_DIMENSIONS) credits.push([dimension, model, toCreditUnits(creditByChannel(touches, perTouch, dimension))]);
   }
   return credits;
 }

@@ -223,3 +223,165 @@ grant execute on function
   private.attribution_touch_json(text, timestamptz, boolean, uuid, text, uuid[], jsonb),
   private.attribution_build(integer, uuid, text)
   to service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Credits, summed by the job. Each conversion's credit per model and dimension is now a whole
+-- number of 10^-12 (the channels' shares rounded by largest remainder, so that they sum to
+-- exactly 1), and the job sums a chunk's credits per point exactly (integers, and the amounts as
+-- decimals), sending one row per point instead of one per conversion, channel and model (about
+-- 27 a conversion). A withdrawal is the same integers negated, so it still cancels to zero.
+-- ---------------------------------------------------------------------------------------------
+
+-- As before (20261125200000_attribution.sql), with the amounts as exact text: a JSON number of
+-- more than 15 digits would not come back exact from the jsonb states.
+drop function private.attribution_credit_work(integer);
+create function private.attribution_credit_work(p_limit integer)
+returns table (org_id uuid, conversion_key text, version bigint, half_life numeric, current_state jsonb, credited_state jsonb,
+               current_amount text, credited_amount text)
+language sql
+stable
+set search_path = ''
+as $$
+  with orgs as (
+    select o.id, private.attribution_settings(o.properties) as s
+    from public.organizations o
+    where exists (select from public.attribution_paths p where p.org_id = o.id and p.credit_pending)
+  )
+  select p.org_id, p.conversion_key, p.version, (o.s ->> 'time_decay_half_life_days')::numeric,
+         private.attribution_credited(p.converted_at, p.status, p.amount, p.currency, p.touches, null)
+           || jsonb_build_object('ms', floor(extract(epoch from p.converted_at) * 1000)::bigint),
+         case when p.credited is not null then p.credited
+           || jsonb_build_object('ms', floor(extract(epoch from (p.credited ->> 'at')::timestamptz) * 1000)::bigint) end,
+         p.amount::text,
+         p.credited ->> 'amount'
+  from orgs o
+  -- in time order, so that a chunk's conversions share buckets; per organization by its index,
+  -- so that a chunk reads no more than it takes
+  cross join lateral (
+    select p.*
+    from public.attribution_paths p
+    where p.org_id = o.id and p.credit_pending and not p.path_pending
+    order by p.converted_at, p.conversion_key
+    limit p_limit
+  ) p
+  where not o.s ? 'error'
+  order by p.org_id, p.converted_at, p.conversion_key
+  limit p_limit
+$$;
+
+-- Writes a chunk's credits, summed per point by the job, for the conversions it read, all or
+-- nothing: when one of them changed since (or another run credited it), nothing is written and
+-- credited is 0 (the next chunk reads them again). One call is one transaction, so a credit is
+-- written exactly once.
+--   the conversions read: p_orgs, p_keys, p_versions, p_half_lives (one element each);
+--   the points, one element each: p_point_orgs, p_buckets (15-minute bucket starts), p_currencies
+--   (null for none), p_entity_types (the dimension), p_entity_ids (the channel), p_models,
+--   p_conversions (the credit to add to attributed_conversions), p_values (to attributed_value;
+--   null without an amount).
+-- New series are named in the same statement, as the rollup names them; points that net to zero
+-- are removed.
+drop function private.attribution_apply_credits(uuid[], text[], bigint[], numeric[], integer[], timestamptz[], text[], numeric[], text[], text[], text[], numeric[]);
+create function private.attribution_apply_credits(
+  p_orgs uuid[], p_keys text[], p_versions bigint[], p_half_lives numeric[],
+  p_point_orgs uuid[], p_buckets timestamptz[], p_currencies text[], p_entity_types text[], p_entity_ids text[],
+  p_models text[], p_conversions numeric[], p_values numeric[],
+  out credited bigint, out points bigint
+)
+language plpgsql
+set search_path = ''
+set jit = off
+-- planned for each chunk's arrays (their lengths known), not a generic plan guessing 100 rows
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+  v_current bigint;
+  v_zero_orgs uuid[];
+  v_zero_series bigint[];
+  v_zero_buckets timestamptz[];
+begin
+  -- One credit writer at a time: no other run names one of the series named below meanwhile.
+  perform pg_advisory_xact_lock(hashtext('precise.attribution.credits'));
+  -- the conversions still as read, locked until the end (the version read implies credit_pending)
+  select count(*) into v_current
+  from (select 1
+        from public.attribution_paths p
+        join unnest(p_orgs, p_keys, p_versions) as d(org_id, conversion_key, version)
+          on p.org_id = d.org_id and p.conversion_key = d.conversion_key and p.version = d.version
+        for update of p) x;
+  if v_current < coalesce(array_length(p_orgs, 1), 0) then
+    credited := 0;
+    points := 0;
+    return;
+  end if;
+  update public.attribution_paths p
+     set credit_pending = false, credited = null, credit_half_life = d.half_life,
+         version = p.version + 1, updated_at = now()
+    from unnest(p_orgs, p_keys, p_half_lives) as d(org_id, conversion_key, half_life)
+   where p.org_id = d.org_id and p.conversion_key = d.conversion_key;
+  get diagnostics credited = row_count;
+
+  with deltas as materialized (
+    select c.org_id, m.metric, c.entity_type, c.entity_id,
+           jsonb_strip_nulls(jsonb_build_object('model', c.model, 'currency', c.currency)) as dimensions,
+           c.bucket, m.value
+    from unnest(p_point_orgs, p_buckets, p_currencies, p_entity_types, p_entity_ids, p_models, p_conversions, p_values)
+           as c(org_id, bucket, currency, entity_type, entity_id, model, conversions, value)
+    cross join lateral (values ('attributed_conversions', c.conversions), ('attributed_value', c.value)) as m(metric, value)
+    -- no amount, no value point; a sum of nothing is no point
+    where m.value <> 0
+  ),
+  keys as (
+    select distinct d.org_id, d.metric, d.entity_type, d.entity_id, d.dimensions from deltas d
+  ),
+  known as (
+    select k.*, s.id as series_id
+    from keys k
+    join public.metric_series s
+      on s.org_id = k.org_id and s.entity_type = k.entity_type and s.entity_id = k.entity_id
+     and s.metric = k.metric and s.granularity = '15m' and s.dimensions = k.dimensions
+  ),
+  named as (
+    insert into public.metric_series (org_id, metric, entity_type, entity_id, granularity, dimensions)
+    select k.org_id, k.metric, k.entity_type, k.entity_id, '15m', k.dimensions
+    from keys k
+    where not exists (select from known n
+                      where n.org_id = k.org_id and n.metric = k.metric and n.entity_type = k.entity_type
+                        and n.entity_id = k.entity_id and n.dimensions = k.dimensions)
+    returning id as series_id, org_id, metric, entity_type, entity_id, dimensions
+  ),
+  series as (
+    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.series_id from known n
+    union all
+    select n.org_id, n.metric, n.entity_type, n.entity_id, n.dimensions, n.series_id from named n
+  ),
+  added as (
+    insert into public.metric_points as p (org_id, series_id, bucket_start, value)
+    select d.org_id, k.series_id, d.bucket, trim_scale(d.value)
+    from deltas d
+    join series k
+      on k.org_id = d.org_id and k.metric = d.metric and k.entity_type = d.entity_type and k.entity_id = d.entity_id
+     and k.dimensions = d.dimensions
+    on conflict (org_id, series_id, bucket_start) do update set value = trim_scale(p.value + excluded.value)
+    returning p.org_id, p.series_id, p.bucket_start, p.value
+  )
+  select count(*), array_agg(a.org_id) filter (where a.value = 0),
+         array_agg(a.series_id) filter (where a.value = 0), array_agg(a.bucket_start) filter (where a.value = 0)
+    into points, v_zero_orgs, v_zero_series, v_zero_buckets
+    from added a;
+  -- a point that nets to zero (a conversion rejected, a path moved) is no point
+  if v_zero_orgs is not null then
+    delete from public.metric_points p
+    using unnest(v_zero_orgs, v_zero_series, v_zero_buckets) as z(org_id, series_id, bucket_start)
+    where p.org_id = z.org_id and p.series_id = z.series_id and p.bucket_start = z.bucket_start and p.value = 0;
+  end if;
+end
+$$;
+
+revoke all on function
+  private.attribution_credit_work(integer),
+  private.attribution_apply_credits(uuid[], text[], bigint[], numeric[], uuid[], timestamptz[], text[], text[], text[], text[], numeric[], numeric[])
+  from public;
+grant execute on function
+  private.attribution_credit_work(integer),
+  private.attribution_apply_credits(uuid[], text[], bigint[], numeric[], uuid[], timestamptz[], text[], text[], text[], text[], numeric[], numeric[])
+  to service_role;
