@@ -141,9 +141,10 @@ describe(`partitions and retention (${BACKEND})`, () => {
 
   it('the retention job lets every reader read first, then drops the day', async () => {
     await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late-24', { id_source: 'client', occurred_at: day(-24).toISOString(), user_key: 'late-user' })], failures: [] });
-    const result = await applyRetention(test.db, 10);
+    const result = await applyRetention(test.db, 23);
     expect(result.deferred).toEqual([]);
     expect(result.dropped).toContain(partitionOf(day(-24)));
+    expect(result.dropped).not.toContain(partitionOf(day(-23)));
     expect(result.attribution_step).toMatchObject({ skipped: false, touches: 1 });
     expect(result.fatigue_step).toMatchObject({ skipped: false });
     const touch = await test.db.query('select 1 from attribution_touches where org_id = $1 and event_id = $2', [orgId, 'ret-late-24']);
@@ -153,13 +154,20 @@ describe(`partitions and retention (${BACKEND})`, () => {
   it.runIf(BACKEND === 'postgres')('waits for a running rollup, and defers the drop if it keeps running', async () => {
     // Only a server with several connections can run a rollup elsewhere meanwhile.
     const release = await holdRollupLock(test.db);
-    await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late', { id_source: 'client', occurred_at: day(-20).toISOString() })], failures: [] });
-    const busy = await applyRetention(test.db, 10, { rollupWaitMs: 300 });
-    expect(busy.dropped).toEqual([]);
-    expect(busy.deferred[0]).toEqual({ partition: expect.stringMatching(/^events_p/), reason: 'busy', waiting_for: ['metrics_15m'] });
-    expect(busy.deferred.slice(1).every((item) => item.reason === 'not_tried')).toBe(true);
-    expect(await partitions()).toContain(partitionOf(day(-20)));
-    await release();
+    let released = false;
+    try {
+      await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late', { id_source: 'client', occurred_at: day(-20).toISOString() })], failures: [] });
+      const busy = await applyRetention(test.db, 10, { rollupWaitMs: 300 });
+      expect(busy.dropped).toEqual([]);
+      expect(busy.deferred[0]).toEqual({ partition: expect.stringMatching(/^events_p/), reason: 'busy', waiting_for: ['metrics_15m'] });
+      expect(busy.deferred.slice(1).every((item) => item.reason === 'not_tried')).toBe(true);
+      expect(await partitions()).toContain(partitionOf(day(-20)));
+      await release();
+      released = true;
+    } finally {
+      // a failed check must not leave the lock held for the tests after it
+      if (!released) await release();
+    }
     const done = await applyRetention(test.db, 10);
     expect(done.deferred).toEqual([]);
     expect(done.dropped).toContain(partitionOf(day(-20)));
@@ -173,13 +181,13 @@ describe(`partitions and retention (${BACKEND})`, () => {
   });
 
   it.runIf(BACKEND === 'postgres')('never drops a day under an attribution step that is reading it: waits for it, then drops', async () => {
-    // An attribution step in another session that has read a late event of day -19 and not
+    // An attribution step in another session that has read a late event of day -8 and not
     // committed yet (its watermark moves with its commit): the drop may not interleave with it.
-    await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late-19', { id_source: 'client', occurred_at: day(-19).toISOString(), user_key: 'late-user' })], failures: [] });
+    await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late-8', { id_source: 'client', occurred_at: day(-8).toISOString(), user_key: 'late-user' })], failures: [] });
     await runRollup(test.db);
     await runCreativeFatigue(test.db);
-    const partition = partitionOf(day(-19));
-    const cutoff = await pastDay(10);
+    const partition = partitionOf(day(-8));
+    const cutoff = await pastDay(5);
     const releaseStep = await holdInTransaction(test.db, 'select private.attribution_step()');
     let released = false;
     try {
@@ -199,7 +207,7 @@ describe(`partitions and retention (${BACKEND})`, () => {
     } finally {
       if (!released) await releaseStep();
     }
-    const touch = await test.db.query('select 1 from attribution_touches where org_id = $1 and event_id = $2', [orgId, 'ret-late-19']);
+    const touch = await test.db.query('select 1 from attribution_touches where org_id = $1 and event_id = $2', [orgId, 'ret-late-8']);
     expect(touch.rows).toHaveLength(1);
   });
 
