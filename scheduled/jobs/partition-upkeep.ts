@@ -4,7 +4,8 @@ import type { JobDefinition } from '../job.ts';
 
 /** How long upkeep and retention may wait for a lock on events: an insert waits at most this, once. */
 export const PARTITION_LOCK_TIMEOUT_MS = 2000;
-/** How long a partition drop waits for a running rollup to finish (this wait holds up no insert). */
+/** How long a partition drop waits for a running reader of the log (the rollup, attribution's or
+ * creative fatigue's step) to finish (this wait holds up no insert). */
 export const RETENTION_ROLLUP_WAIT_MS = 60_000;
 
 /**
@@ -41,12 +42,17 @@ export interface RetentionOptions {
   rollupWaitMs?: number;
 }
 
+/** The readers of the log, by their rollup_state row: a partition goes once each has read it. */
+export type LogReader = 'metrics_15m' | 'attribution' | 'creative_fatigue';
+
 /** A partition retention left for its next run, and why. */
 export interface DeferredPartition {
   partition: string;
-  /** postponed: events not in the metrics yet; locked: no lock on events in time; busy: a
-   * rollup kept running; not_tried: after a locked or busy one, this run tries no more */
+  /** postponed: events a reader of the log has not read yet; locked: no lock on events in time;
+   * busy: a reader kept running; not_tried: after a locked or busy one, this run tries no more */
   reason: 'postponed' | 'locked' | 'busy' | 'not_tried';
+  /** postponed and busy: the readers waited for */
+  waiting_for?: LogReader[];
 }
 
 export interface RetentionResult {
@@ -54,16 +60,22 @@ export interface RetentionResult {
   dropped: string[];
   deferred: DeferredPartition[];
   ledger_rows_pruned: number;
+  attribution_touches_pruned: number;
+  /** each reader's step, run first */
   rollup: object;
+  attribution_step: object;
+  fatigue_step: object;
 }
 
 /**
- * Drops the raw-event partitions of days before `retentionDays` ago, once their events are in
- * the metrics (a rollup step first; a partition with pending events waits), each in its own
- * short transaction that waits at most `lockTimeoutMs` for its lock on events: ingestion never
- * queues behind retention for longer. A partition it cannot lock stays for the next run, and
- * so do the rest (they need the same lock). Metrics stay; the dedup ledger is pruned, but
- * never within the age of events still accepted.
+ * Drops the raw-event partitions of days before `retentionDays` ago, once every reader of the
+ * log has read their events (the metrics, attribution's touches and conversions, creative
+ * fatigue's creatives: each reader's step first; a partition with events one has not read
+ * waits), each in its own short transaction that waits at most `lockTimeoutMs` for its lock on
+ * events: ingestion never queues behind retention for longer. A partition it cannot lock stays
+ * for the next run, and so do the rest (they need the same lock). Metrics and attribution paths
+ * stay; the dedup ledger is pruned, but never within the age of events still accepted, and so
+ * are the attribution touches no path can take any more.
  */
 export async function applyRetention(db: Queryable, retentionDays: number, options: RetentionOptions = {}): Promise<RetentionResult> {
   if (!Number.isInteger(retentionDays) || retentionDays < 1) {
@@ -74,11 +86,24 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
     [retentionDays],
   );
   const cutoff = cutoffRows[0]!.cutoff;
-  const rollup = (await db.query<{ result: object }>('select private.rollup_metrics() as result')).rows[0]!.result;
+  // each step in its own transaction; one already running elsewhere answers skipped
+  const step = async (fn: string) => (await db.query<{ result: object }>(`select private.${fn}() as result`)).rows[0]!.result;
+  const rollup = await step('rollup_metrics');
+  const attributionStep = await step('attribution_step');
+  const fatigueStep = await step('fatigue_map_step');
   const { rows: due } = await db.query<{ name: string }>('select private.event_partitions_before($1::date) as name', [cutoff]);
   const { dropped, deferred } = await dropPartitions(db, due.map((row) => row.name), cutoff, options);
-  const pruned = await db.query<{ pruned: string }>('select private.prune_event_id_ledger($1::date) as pruned', [cutoff]);
-  return { cutoff, dropped, deferred, ledger_rows_pruned: Number(pruned.rows[0]!.pruned), rollup };
+  const prune = async (fn: string) => Number((await db.query<{ pruned: string }>(`select private.${fn}($1::date) as pruned`, [cutoff])).rows[0]!.pruned);
+  return {
+    cutoff,
+    dropped,
+    deferred,
+    ledger_rows_pruned: await prune('prune_event_id_ledger'),
+    attribution_touches_pruned: await prune('prune_attribution_touches'),
+    rollup,
+    attribution_step: attributionStep,
+    fatigue_step: fatigueStep,
+  };
 }
 
 /** Drops the partitions one per statement (so one transaction each: never call this inside one). */
@@ -93,13 +118,13 @@ async function dropPartitions(db: Queryable, names: string[], cutoff: string, op
       deferred.push({ partition: name, reason: 'not_tried' });
       continue;
     }
-    const { rows } = await db.query<{ result: { status: 'dropped' | 'absent' | DeferredPartition['reason'] } }>(
+    const { rows } = await db.query<{ result: { status: 'dropped' | 'absent' | DeferredPartition['reason']; waiting_for?: LogReader[] } }>(
       'select private.drop_event_partition($1, $2::date, $3, $4) as result',
       [name, cutoff, lockTimeoutMs, rollupWaitMs],
     );
-    const status = rows[0]!.result.status;
+    const { status, waiting_for } = rows[0]!.result;
     if (status === 'dropped') dropped.push(name);
-    else if (status !== 'absent') deferred.push({ partition: name, reason: status });
+    else if (status !== 'absent') deferred.push({ partition: name, reason: status, ...(waiting_for ? { waiting_for } : {}) });
     stopped = status === 'locked' || status === 'busy';
   }
   return { dropped, deferred };

@@ -127,17 +127,26 @@ export async function attempt(
  * Holds the rollup's lock in a transaction of its own, as a rollup running in another worker
  * process would, until the returned function is called (Postgres only: PGlite has one session).
  */
-export async function holdRollupLock(db: Database): Promise<() => Promise<void>> {
+export function holdRollupLock(db: Database): Promise<() => Promise<void>> {
+  return holdInTransaction(db, `select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
+}
+
+/**
+ * Runs a statement in a transaction of its own and keeps that transaction open (its locks held,
+ * its writes uncommitted), as another session would, until the returned function commits it
+ * (Postgres only: PGlite has one session).
+ */
+export async function holdInTransaction(db: Database, statement: string): Promise<() => Promise<void>> {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
   let held!: () => void;
   const holding = new Promise<void>((resolve) => (held = resolve));
   const other = db.transaction(async (tx) => {
-    await tx.query(`select pg_advisory_xact_lock(hashtext('precise.rollup.metrics_15m'))`);
+    await tx.query(statement);
     held();
     await gate;
   });
-  await holding;
+  await Promise.race([holding, other]);
   return async () => {
     release();
     await other;
