@@ -125,7 +125,8 @@ begin
   users as (
     select c.*, n.user_key as click_user_key, n.at as click_at, n.event_id as click_event_id, n.campaign_id as click_campaign_id,
            n.creative_id as click_creative_id, n.asset_ids as click_asset_ids, n.properties as click_properties,
-           coalesce(c.own_user_key, case when c.links_user then nullif(n.user_key, '') end) as user_key
+           -- (the user a pruned click gave it stays: retention prunes touches, never paths)
+           coalesce(c.own_user_key, case when c.links_user then coalesce(nullif(n.user_key, ''), c.old_user_key) end) as user_key
     from chosen c
     left join named_clicks n on n.org_id = c.org_id and n.click_id = c.click_id
   ),

@@ -424,6 +424,14 @@ describe(`attribution (${BACKEND})`, () => {
     const after = await get(`/v1/attribution/conversions/${before.body.data.event_id}`, {});
     expect(after.body.data).toMatchObject({ attributed: true, user_key: 'jo' });
     expect(after.body.data.touches.map((t: any) => [t.kind, t.channels.campaign])).toEqual([['view', campaignA], ['click', campaignB]]);
+
+    // retention pruned the click's touch (never the path): a rebuild keeps the user the click gave it
+    await h.test.db.query(`delete from attribution_touches where org_id = $1 and click_id = 'late-click-1'`, [h.orgId]);
+    await h.test.db.query(`update attribution_paths set path_pending = true where org_id = $1 and click_id = 'late-click-1'`, [h.orgId]);
+    expect(await job()).toMatchObject({ paths_built: 1 });
+    const pruned = await get(`/v1/attribution/conversions/${before.body.data.event_id}`, {});
+    expect(pruned.body.data).toMatchObject({ user_key: 'jo' });
+    expect(pruned.body.data.touches.map((t: any) => t.kind)).toEqual(['view']);
   });
   it('keeps a touch’s scalar properties for property:<name>: an object already in the kept form as it is, others normalised', async () => {
     const kept = async (properties: object) =>
