@@ -21,6 +21,11 @@ export async function createBenchDatabase(prefix: string, poolSize: number) {
   return {
     db,
     url: url.toString(),
+    /** Closes the connections and keeps the database (for profiling by hand). */
+    async keep() {
+      await db.close();
+      await admin.end();
+    },
     async drop() {
       await db.close();
       await admin.query(`drop database if exists ${name} with (force)`);
