@@ -65,6 +65,8 @@ interface CreditWork {
   /** the amounts as exact text (the states' JSON numbers may not be) */
   current_amount: string | null;
   credited_amount: string | null;
+  /** the conversion's time as exact text (the next chunk's cursor) */
+  converted_at: string;
 }
 
 export async function runAttribution(db: Queryable, input: AttributionInput = {}, onProgress?: (progress: JobProgress) => void) {
@@ -100,13 +102,20 @@ async function buildAndCredit(db: Queryable) {
     }
   }
   summary.build_ms = Math.round(performance.now() - started);
+  // chunks in (organization, time) order from a cursor, as the paths
+  let cursor: CreditCursor | null = null;
   for (let chunk = 0; chunk < MAX_CHUNKS; chunk += 1) {
-    const written = await creditChunk(db);
-    if (written === undefined) break;
+    const written = await creditChunk(db, cursor);
+    if (written === undefined) {
+      if (cursor === null) break;
+      cursor = null;
+      continue;
+    }
     summary.conversions_credited += written.credited;
     summary.points += written.points;
     // none of the chunk was still as read: another run is crediting them; it, or the next run, goes on
     if (written.credited === 0) break;
+    cursor = written.last;
   }
   summary.credit_ms = Math.round(performance.now() - started) - summary.build_ms;
   const { rows } = await db.query<{ waiting: Array<{ org_id: string; error: string; field: string; waiting: number }> }>(
@@ -116,10 +125,21 @@ async function buildAndCredit(db: Queryable) {
   return rows[0]!.waiting.length > 0 ? { ...summary, settings_errors: rows[0]!.waiting } : summary;
 }
 
-/** Credits one chunk of pending conversions; undefined when none is pending. */
-async function creditChunk(db: Queryable): Promise<{ credited: number; points: number } | undefined> {
-  const { rows } = await db.query<CreditWork>('select * from private.attribution_credit_work($1)', [CREDIT_CHUNK]);
+/** Where a credit chunk ends: its last conversion's organization, exact time and key. */
+interface CreditCursor {
+  org: string;
+  at: string;
+  key: string;
+}
+
+/** Credits one chunk of pending conversions after the cursor; undefined when none is pending there. */
+async function creditChunk(db: Queryable, after: CreditCursor | null): Promise<{ credited: number; points: number; last: CreditCursor } | undefined> {
+  const { rows } = await db.query<CreditWork>('select * from private.attribution_credit_work($1, $2, $3, $4)', [
+    CREDIT_CHUNK, after?.org ?? null, after?.at ?? null, after?.key ?? null,
+  ]);
   if (rows.length === 0) return undefined;
+  const lastRow = rows[rows.length - 1]!;
+  const last = { org: lastRow.org_id, at: lastRow.converted_at, key: lastRow.conversion_key };
   const points = new CreditPoints();
   for (const work of rows) {
     const halfLife = Number(work.half_life);
@@ -138,7 +158,7 @@ async function creditChunk(db: Queryable): Promise<{ credited: number; points: n
       sums.orgs, sums.buckets, sums.currencies, sums.dimensions, sums.channels, sums.models, sums.conversions, sums.values,
     ],
   );
-  return { credited: Number(written[0]!.credited), points: Number(written[0]!.points) };
+  return { credited: Number(written[0]!.credited), points: Number(written[0]!.points), last };
 }
 
 /** A conversion's credits in this state added to the chunk's points (`sign` -1n: taken away). */
