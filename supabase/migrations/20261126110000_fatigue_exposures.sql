@@ -70,27 +70,6 @@ grant all on table public.fatigue_exposure_users, public.fatigue_exposure_cells 
 -- Folding events in
 -- ---------------------------------------------------------------------------------------------
 
--- What one user's row adds to the cells: (exposure, impressions, clicks) per cell it touches.
-create function private.fatigue_exposure_contribution(
-  p_impressions bigint, p_first_impressions timestamptz[], p_open_clicks timestamptz[], p_capped_clicks bigint
-) returns table (exposure integer, impressions bigint, clicks bigint)
-language sql
-immutable
-set search_path = ''
-as $$
-  select x.exposure, sum(x.impressions)::bigint, sum(x.clicks)::bigint
-  from (
-    select k as exposure, case when k < 20 then 1 else p_impressions - 19 end as impressions, 0 as clicks
-    from generate_series(1, least(p_impressions, 20)::integer) k
-    union all
-    select least(20, (select count(*) from unnest(p_first_impressions) i where i <= c))::integer, 0, 1
-    from unnest(p_open_clicks) c
-    union all
-    select 20, 0, p_capped_clicks where p_capped_clicks > 0
-  ) x
-  group by x.exposure
-$$;
-
 -- Folds the impressions and clicks that arrived in [p_from, p_to) into the users' rows and the
 -- cells; the number of users touched. Called by fatigue_map_step, under its lock and watermark.
 create function private.fatigue_fold_exposures(p_from xid8, p_to xid8) returns bigint
@@ -141,15 +120,26 @@ as $$
     returning 1
   ),
   delta as (
+    -- what each user's new row adds to the cells minus what their old row added
     select n.org_id, n.campaign_id, n.creative_id, d.exposure, sum(d.impressions) as impressions, sum(d.clicks) as clicks
     from next n
     cross join lateral (
-      select c.exposure, c.impressions, c.clicks
-      from private.fatigue_exposure_contribution(n.impressions, n.first_impressions, n.open_clicks, n.new_capped) c
+      -- impressions: one in each cell 1 … 19 the user's count newly reached, and the growth of "20+"
+      select k as exposure, 1::bigint as impressions, 0::bigint as clicks
+      from generate_series(least(coalesce(n.old_impressions, 0), 19)::integer + 1, least(n.impressions, 19)::integer) k
       union all
-      select c.exposure, -c.impressions, -c.clicks
-      from private.fatigue_exposure_contribution(n.old_impressions, n.old_first, n.old_open, n.old_capped) c
-      where n.old_impressions is not null
+      select 20, greatest(n.impressions - 19, 0) - greatest(coalesce(n.old_impressions, 0) - 19, 0), 0
+      where n.impressions > 19
+      -- clicks: the old open ones leave the cells of the old times, the open ones enter those of the new
+      union all
+      select least(20, (select count(*) from unnest(n.old_first) i where i <= c))::integer, 0, -1
+      from unnest(n.old_open) c
+      union all
+      select least(20, (select count(*) from unnest(n.first_impressions) i where i <= c))::integer, 0, 1
+      from unnest(n.open_clicks) c
+      union all
+      select 20, 0, n.new_capped - coalesce(n.old_capped, 0)
+      where n.new_capped > coalesce(n.old_capped, 0)
     ) d
     group by 1, 2, 3, 4
   ),
@@ -202,14 +192,8 @@ begin
 end
 $$;
 
-revoke all on function
-  private.fatigue_exposure_contribution(bigint, timestamptz[], timestamptz[], bigint),
-  private.fatigue_fold_exposures(xid8, xid8)
-  from public;
-grant execute on function
-  private.fatigue_exposure_contribution(bigint, timestamptz[], timestamptz[], bigint),
-  private.fatigue_fold_exposures(xid8, xid8)
-  to service_role;
+revoke all on function private.fatigue_fold_exposures(xid8, xid8) from public;
+grant execute on function private.fatigue_fold_exposures(xid8, xid8) to service_role;
 
 -- The backfill: every event still in the log that arrived before the job's watermark (those
 -- after it, the next step folds). Under the job's lock, so no step runs meanwhile.

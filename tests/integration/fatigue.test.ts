@@ -77,6 +77,18 @@ function exposurePlan(campaignId: string): object[] {
   return events;
 }
 
+/**
+ * The watermarks take a transaction once none older is running (an autovacuum's ANALYZE holds
+ * one back on Postgres for a moment): wait for that, so that one run sees every event.
+ */
+async function settled(db: Queryable) {
+  for (let i = 0; i < 200; i += 1) {
+    const { rows } = await db.query<{ settled: boolean }>('select pg_snapshot_xmin(pg_current_snapshot()) > (select max(ingest_xid) from events) as settled');
+    if (rows[0]!.settled) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** The exposure cells computed from scratch from the log: each impression numbered among its user's, each click at the count before it. */
 async function cellsFromScratch(db: Queryable, orgId: string, campaignId: string, creativeId: string) {
   const { rows } = await db.query<{ exposure: number; impressions: number; clicks: number }>(
@@ -129,15 +141,7 @@ describe(`creative fatigue (${BACKEND})`, () => {
   };
   const job = async () => {
     await h.services.sink.close?.();
-    // the watermarks take a transaction once none older is running (an autovacuum's ANALYZE
-    // holds one back on Postgres for a moment): wait for that, so that one run sees every event
-    for (let i = 0; i < 200; i += 1) {
-      const { rows } = await h.test.db.query<{ settled: boolean }>(
-        'select pg_snapshot_xmin(pg_current_snapshot()) > (select max(ingest_xid) from events) as settled',
-      );
-      if (rows[0]!.settled) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await settled(h.test.db);
     await runRollup(h.test.db);
     return (await runCreativeFatigue(h.test.db)) as Record<string, any>;
   };
@@ -519,6 +523,7 @@ describe(`creative fatigue exposure backfill (${BACKEND})`, () => {
         );
       // before: v1 sees two impressions and clicks after the second; v2 clicks before any impression
       await insert('before', [['impression', 'v1', 50], ['impression', 'v1', 40], ['click', 'v1', 39], ['click', 'v2', 30]]);
+      await settled(test.db);
       const { rows: stepped } = await test.db.query<{ result: any }>('select private.fatigue_map_step() as result');
       expect(stepped[0]!.result).toMatchObject({ skipped: false, new_creatives: 1 });
       // after the watermark: v2's impression, later than its click; v1's third impression, before its click
@@ -526,6 +531,7 @@ describe(`creative fatigue exposure backfill (${BACKEND})`, () => {
 
       await cp(path.join(MIGRATIONS_DIR, '20261126110000_fatigue_exposures.sql'), path.join(dir, '20261126110000_fatigue_exposures.sql'));
       expect((await migrate(test.db, { dir })).applied).toEqual(['20261126110000']);
+      await settled(test.db);
       const cells = async () =>
         (
           await test.db.query<{ exposure: number; impressions: number; clicks: number }>(
