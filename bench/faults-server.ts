@@ -16,6 +16,7 @@ import type { EventSink } from '../core/ingest/batch.ts';
 import { startStack } from '../cli/stack.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 import * as attributionModels from '../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../scheduled/fatigue/detector.ts';
 
 const config = parseNodeConfig({
   ...process.env,
@@ -26,7 +27,7 @@ const config = parseNodeConfig({
 
 async function ackBeforeCommit() {
   const db = openPostgres({ connectionString: config.DATABASE_URL!, max: 10, applicationName: 'faults-ack-early' });
-  const services = nodeServices(db, config, config.PRECISE_SECRET!, attributionModels);
+  const services = nodeServices(db, config, config.PRECISE_SECRET!, attributionModels, fatigueDetector);
   const durable = services.sink;
   const buffered = new Set<Promise<unknown>>();
   const early: EventSink = {

@@ -29,6 +29,7 @@ import { generateKey } from '../core/keys.ts';
 import { createBenchDatabase } from './bench-database.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 import * as attributionModels from '../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../scheduled/fatigue/detector.ts';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -61,7 +62,7 @@ async function serve([databaseUrl, port, limits]: string[]) {
   const off = limits === 'off' ? { RATE_LIMIT_ADDRESS: 'off', RATE_LIMIT_KEY: 'off', RATE_LIMIT_KEY_LOOKUPS_PER_ADDRESS: 'off', RATE_LIMIT_KEY_LOOKUPS: 'off' } : {};
   const config = parseNodeConfig({ ...process.env, TRUST_PROXY: 'true', IP_HASH_SECRET: 'bench-secret-0123456789abcdef', ...off });
   const db = openPostgres({ connectionString: databaseUrl!, max: 10, applicationName: 'bench-flood' });
-  const services = nodeServices(db, config, 'bench-server-secret-0123456789-0123456789', attributionModels);
+  const services = nodeServices(db, config, 'bench-server-secret-0123456789-0123456789', attributionModels, fatigueDetector);
   let lookups = 0;
   const store = sqlKeyStore(db);
   services.keys = new KeyCache({ findByHash: (hash) => ((lookups += 1), store.findByHash(hash)) });

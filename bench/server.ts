@@ -19,6 +19,7 @@ import type { EventSink } from '../core/ingest/batch.ts';
 import { createApp } from '../functions/app.ts';
 import { nodeServices } from '../functions/node.ts';
 import * as attributionModels from '../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../scheduled/fatigue/detector.ts';
 
 const [mode, databaseUrl, port] = process.argv.slice(2) as [string, string, string];
 const config = parseNodeConfig({ ...process.env, IP_HASH_SECRET: 'bench-secret-0123456789abcdef' });
@@ -26,7 +27,7 @@ const GIF = Buffer.from('R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAE
 
 function preciseApp(sinkOverride?: EventSink) {
   const db = openPostgres({ connectionString: databaseUrl, max: 10, applicationName: `bench-${mode}` });
-  const services = nodeServices(db, config, 'bench-server-secret-0123456789-0123456789', attributionModels);
+  const services = nodeServices(db, config, 'bench-server-secret-0123456789-0123456789', attributionModels, fatigueDetector);
   if (sinkOverride) services.sink = sinkOverride;
   return createApp({ services: () => services });
 }

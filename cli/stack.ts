@@ -7,6 +7,7 @@ import type { Database } from '../core/db/port.ts';
 import { loadServerSecret } from '../core/server-secret.ts';
 import { nodeServices, startHttpServer } from '../functions/node.ts';
 import * as attributionModels from '../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../scheduled/fatigue/detector.ts';
 import { startScheduler, type Scheduler } from '../scheduled/scheduler.ts';
 
 /**
@@ -61,7 +62,7 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
     }
 
     const serverSecret = await loadServerSecret(config);
-    const http = await startHttpServer({ services: nodeServices(db, config, serverSecret, attributionModels), port: config.PORT, host: config.HOST, limits: config });
+    const http = await startHttpServer({ services: nodeServices(db, config, serverSecret, attributionModels, fatigueDetector), port: config.PORT, host: config.HOST, limits: config });
     stops.push(() => http.close());
     await lock?.update({ databaseUrl, httpUrl: http.url });
     log(`http: listening on ${http.url} (GET ${http.url}/healthz)`);

@@ -1,4 +1,5 @@
 import type { AttributionMath } from '../core/attribution-query.ts';
+import type { FatigueMath } from '../core/fatigue-query.ts';
 import { parseLimitsConfig } from '../core/config.ts';
 import { openPostgresJs } from '../core/db/postgres-js.ts';
 import type { Queryable } from '../core/db/port.ts';
@@ -88,7 +89,7 @@ function edgeLimits(env: Bindings): { limits: RateLimits; corsOrigins: readonly 
   };
 }
 
-function edgeServices(env: Bindings, attributionMath: AttributionMath): Services {
+function edgeServices(env: Bindings, attributionMath: AttributionMath, fatigueMath: FatigueMath): Services {
   if (!env.IP_HASH_SECRET) throw new PreciseError('config_invalid', 'IP_HASH_SECRET is not set (wrangler secret put IP_HASH_SECRET)');
   if (!env.PRECISE_SECRET) throw new PreciseError('config_invalid', 'PRECISE_SECRET is not set (wrangler secret put PRECISE_SECRET)');
   const { stores, release } = edgeBackend(env);
@@ -103,15 +104,17 @@ function edgeServices(env: Bindings, attributionMath: AttributionMath): Services
     caches: isolateCaches,
     release,
     attributionMath,
+    fatigueMath,
   });
 }
 
 /**
  * HTTP (the Hono app) and the event queue's consumer; the Worker entry (worker.ts) passes the
- * attribution models in (functions/ does not import scheduled/) and adds the cron jobs.
+ * attribution models and the fatigue detector in (functions/ does not import scheduled/) and adds
+ * the cron jobs.
  */
-export function edgeHandlers(attributionMath: AttributionMath) {
-  const app = createApp({ services: (env) => edgeServices(env, attributionMath) });
+export function edgeHandlers(attributionMath: AttributionMath, fatigueMath: FatigueMath) {
+  const app = createApp({ services: (env) => edgeServices(env, attributionMath, fatigueMath) });
   return {
     fetch: app.fetch,
     async queue(batch, env) {

@@ -4,7 +4,7 @@ import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/webhooks/integrations.ts';
 import type { AttributionMath, AttributionReader } from '../core/attribution-query.ts';
-import type { FatigueReader } from '../core/fatigue-query.ts';
+import type { FatigueMath, FatigueReader } from '../core/fatigue-query.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import type { RateLimitBinding, RateLimits } from '../core/rate-limit.ts';
@@ -55,6 +55,8 @@ export interface Services {
   attributionMath: AttributionMath;
   /** The creative-fatigue verdicts for GET /v1/fatigue (SQL functions over SQL or supabase-js rpc). */
   fatigue: FatigueReader;
+  /** The exposure curve's fit (scheduled/fatigue/detector.ts), passed in by the composition root. */
+  fatigueMath: FatigueMath;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

@@ -3,6 +3,7 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import type { Server as NetServer } from 'node:net';
 import type { AttributionMath } from '../core/attribution-query.ts';
+import type { FatigueMath } from '../core/fatigue-query.ts';
 import { parseNodeConfig, type NodeConfig } from '../core/config.ts';
 import { inProcessLimits } from '../core/rate-limit.ts';
 import type { Database } from '../core/db/port.ts';
@@ -40,7 +41,13 @@ export type HttpLimits = Pick<
 >;
 
 /** The Node process's services: SQL on its pool, group commit, limits counted in the process. */
-export function nodeServices(db: Database, config: IngestConfig, serverSecret: string, attributionMath: AttributionMath): Services {
+export function nodeServices(
+  db: Database,
+  config: IngestConfig,
+  serverSecret: string,
+  attributionMath: AttributionMath,
+  fatigueMath: FatigueMath,
+): Services {
   const stores = sqlStores(db);
   return createServices({
     stores,
@@ -52,6 +59,7 @@ export function nodeServices(db: Database, config: IngestConfig, serverSecret: s
     }),
     serverSecret,
     attributionMath,
+    fatigueMath,
     ipHashSecret: config.IP_HASH_SECRET ?? crypto.randomUUID() + crypto.randomUUID(),
     limits: inProcessLimits(config),
     corsOrigins: config.CORS_ORIGINS,

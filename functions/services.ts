@@ -5,7 +5,7 @@ import { pingSupabase, type SupabaseClient } from '../core/db/supabase.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { sqlAttributionReader, supabaseAttributionReader, type AttributionMath, type AttributionReader } from '../core/attribution-query.ts';
-import { sqlFatigueReader, supabaseFatigueReader, type FatigueReader } from '../core/fatigue-query.ts';
+import { sqlFatigueReader, supabaseFatigueReader, type FatigueMath, type FatigueReader } from '../core/fatigue-query.ts';
 import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
 import type { RateLimits } from '../core/rate-limit.ts';
@@ -27,6 +27,7 @@ export interface ServiceParts {
    * scheduled/, so the composition root (cli/, worker.ts, a test) passes them in.
    */
   attributionMath: AttributionMath;
+  fatigueMath: FatigueMath;
   serverSecret: string;
   ipHashSecret: string;
   clientIp: Services['clientIp'];
@@ -68,6 +69,7 @@ export function createServices(parts: ServiceParts): Services {
     metrics: stores.metrics,
     attribution: stores.attribution,
     attributionMath: parts.attributionMath,
+    fatigueMath: parts.fatigueMath,
     fatigue: stores.fatigue,
     sink: parts.sink,
     serverSecret: parts.serverSecret,

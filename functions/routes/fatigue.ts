@@ -8,9 +8,9 @@ import { requireKey } from '../middleware/auth.ts';
 /**
  * GET /v1/fatigue?campaign_id=…[&as_of=YYYY-MM-DD] (secret key with `read`): one row per creative
  * of the campaign, `{ creative_id, status, score, since, evidence }`, its verdict on `as_of`
- * (default: the last day scored). GET /v1/fatigue/:creative_id?campaign_id=…: the creative's
- * daily series. Both read what the creative-fatigue job stored; days are UTC days (`tz` other
- * than UTC is refused, not ignored).
+ * (default: the last day scored), the evidence with the creative's frequency.
+ * GET /v1/fatigue/:creative_id?campaign_id=…[&tz=IANA name]: the creative's daily series in local
+ * days of `tz` (default UTC) and its exposure curve. Both read what the creative-fatigue job stored.
  */
 export const fatigueRoutes = new Hono<AppEnv>();
 
@@ -38,9 +38,7 @@ fatigueRoutes.get('/:creative_id', readKey, async (c) => {
     throw new PreciseError('validation_failed', 'creative_id is 1 to 128 characters, no NUL', { field: 'creative_id' });
   }
   const campaignId = campaignParam(c.req.query('campaign_id'));
-  const tz = c.req.query('tz');
-  if (tz !== undefined && tz !== 'UTC' && tz !== 'Etc/UTC') {
-    throw new PreciseError('validation_failed', 'tz: the detector scores UTC days; only UTC is available', { field: 'tz' });
-  }
-  return c.json(await fatigueSeries(c.get('services').fatigue, c.get('key').org_id, campaignId, creativeId));
+  const services = c.get('services');
+  const query = { orgId: c.get('key').org_id, campaignId, creativeId, timeZone: c.req.query('tz') ?? 'UTC' };
+  return c.json(await fatigueSeries(services.fatigue, services.fatigueMath, query));
 });

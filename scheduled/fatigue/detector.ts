@@ -9,7 +9,8 @@
  *                                                      { state, verdicts }; keep the state (JSON) per campaign and day,
  *                                                      and when late data change day D, step again from the state after D − 1
  *   scoreCampaign(series, settings, asOf)              the same from scratch, with each creative's daily series
- *   exposureCurve(counts by exposure)                  CTR at the 1st, 2nd, … impression of a user, and its half-life
+ *   exposureCurve(counts by exposure, { openLast })    CTR at the 1st, 2nd, … impression of a user, and the exposure at
+ *                                                      which it halves (a quasi-Poisson fit), or why there is none
  *
  * Method, per creative and day
  * - Baseline and recent week. The recent week is the last 7 days (whole weeks, so weekday
@@ -1034,7 +1035,7 @@ function formatDay(ms: number): string {
 // Exposure curve
 
 export interface ExposureCount {
-  /** the k-th impression of the same user (1, 2, …) */
+  /** the k-th impression of the same user (1, 2, …); with `openLast`, the highest is "k or more" */
   exposure: number;
   impressions: number;
   clicks: number;
@@ -1045,6 +1046,8 @@ export interface ExposurePoint extends ExposureCount {
   /** Wilson 95 % interval of the CTR */
   low: number | null;
   high: number | null;
+  /** the open last bucket ("k or more"): shown, not fitted */
+  open: boolean;
 }
 
 export interface ExposureFit {
@@ -1058,6 +1061,19 @@ export interface ExposureFit {
   /** Poisson deviance of the fit and its degrees of freedom (deviance ≫ df: the curve is not exponential) */
   deviance: number;
   degreesOfFreedom: number;
+  /** Pearson χ² / df, at least 1: the standard errors are multiplied by its square root (quasi-Poisson) */
+  dispersion: number;
+  /** exposure levels and clicks fitted */
+  levels: number;
+  clicks: number;
+}
+
+export interface ExposureCurve {
+  points: ExposurePoint[];
+  fit: ExposureFit | null;
+  halfLifeExposure: number | null;
+  /** why there is no half-life: not enough data, no convergence, or no significant fall; null when there is one */
+  reason: string | null;
 }
 
 /** Exposure levels with impressions, and clicks in all, a fit needs. */
@@ -1066,10 +1082,18 @@ export const MIN_EXPOSURE_CLICKS = 20;
 
 /**
  * CTR by exposure (the 1st, 2nd, … impression of the same user), and an exponential wear-out fit,
- * CTR(k) = CTR(1) × factor^(k−1), by maximum likelihood (Poisson clicks, log link, Newton's
- * method). Give exact exposure counts: an open last bucket ("10 or more") should be left out.
+ * CTR(k) = CTR(1) × factor^(k−1), by maximum likelihood: clicks at exposure k are Poisson with
+ * mean impressions × CTR(k) (a GLM with log link, Newton's method). Poisson rather than binomial:
+ * a user may click one impression twice, so a cell's clicks may exceed its impressions, and at
+ * CTRs of a few percent the two agree. The half-life, 1 + ln 2 / −ln factor, is the exposure at
+ * which the fitted CTR is half the first's. Its 95 % interval maps the Wald interval of ln factor,
+ * widened by √dispersion when the cells scatter more than Poisson (Pearson χ² / df > 1: users who
+ * differ in CTR, a curve that is not exponential): the quasi-Poisson interval. The same users feed
+ * every exposure up to their own count, so the cells are not independent; the interval is
+ * narrower than a per-user bootstrap's would be where a few users carry many clicks.
+ * With `openLast`, the highest exposure is an open bucket ("20 or more"): shown, not fitted.
  */
-export function exposureCurve(counts: readonly ExposureCount[]): { points: ExposurePoint[]; fit: ExposureFit | null; halfLifeExposure: number | null } {
+export function exposureCurve(counts: readonly ExposureCount[], options: { openLast?: boolean } = {}): ExposureCurve {
   const seen = new Set<number>();
   for (const row of counts) {
     if (!Number.isInteger(row.exposure) || row.exposure < 1) throw new RangeError(`exposure must be a whole number from 1, got ${row.exposure}`);
@@ -1081,27 +1105,37 @@ export function exposureCurve(counts: readonly ExposureCount[]): { points: Expos
       }
     }
   }
+  const openFrom = options.openLast && counts.length > 0 ? Math.max(...counts.map((row) => row.exposure)) : Infinity;
   const points = [...counts]
     .sort((a, b) => a.exposure - b.exposure)
     .map((row): ExposurePoint => {
       const interval = wilsonInterval(Math.min(row.clicks, row.impressions), row.impressions);
-      return { ...row, ctr: row.impressions > 0 ? row.clicks / row.impressions : null, low: interval?.low ?? null, high: interval?.high ?? null };
+      const ctr = row.impressions > 0 ? row.clicks / row.impressions : null;
+      return { ...row, ctr, low: interval?.low ?? null, high: interval?.high ?? null, open: row.exposure >= openFrom };
     });
-  const fit = fitExposureDecay(points.filter((point) => point.impressions > 0));
-  return { points, fit, halfLifeExposure: fit?.halfLifeExposure ?? null };
+  const fitted = points.filter((point) => point.impressions > 0 && !point.open);
+  const clicks = fitted.reduce((sum, point) => sum + point.clicks, 0);
+  if (fitted.length < MIN_EXPOSURE_LEVELS || clicks < MIN_EXPOSURE_CLICKS) {
+    const reason = `not enough data: a fit needs impressions at ${MIN_EXPOSURE_LEVELS} exposures or more and ${MIN_EXPOSURE_CLICKS} clicks (has ${fitted.length} and ${clicks})`;
+    return { points, fit: null, halfLifeExposure: null, reason };
+  }
+  const fit = fitExposureDecay(fitted);
+  if (!fit) return { points, fit: null, halfLifeExposure: null, reason: 'the fit does not converge (CTR falls to zero after the first exposures)' };
+  const reason = fit.halfLifeExposure === null ? 'CTR does not fall significantly with exposure' : null;
+  return { points, fit, halfLifeExposure: fit.halfLifeExposure, reason };
 }
 
+/** The maximum-likelihood fit of log(expected clicks) = log(impressions) + a + g × (k − 1); null when it does not converge. */
 function fitExposureDecay(points: readonly ExposureCount[]): ExposureFit | null {
   const totalClicks = points.reduce((sum, point) => sum + point.clicks, 0);
-  if (points.length < MIN_EXPOSURE_LEVELS || totalClicks < MIN_EXPOSURE_CLICKS) return null;
   const totalImpressions = points.reduce((sum, point) => sum + point.impressions, 0);
-  // log(expected clicks) = log(impressions) + a + g × (k − 1)
   let a = Math.log(totalClicks / totalImpressions);
   let g = 0;
   const logLikelihood = (a0: number, g0: number) =>
     points.reduce((sum, p) => sum + p.clicks * (a0 + g0 * (p.exposure - 1)) - p.impressions * Math.exp(a0 + g0 * (p.exposure - 1)), 0);
   let info = { aa: 0, ag: 0, gg: 0 };
-  for (let iteration = 0; iteration < 100; iteration++) {
+  let converged = false;
+  for (let iteration = 0; iteration < 100 && !converged; iteration++) {
     let ua = 0;
     let ug = 0;
     info = { aa: 0, ag: 0, gg: 0 };
@@ -1126,23 +1160,32 @@ function fitExposureDecay(points: readonly ExposureCount[]): ExposureFit | null 
     }
     a += da;
     g += dg;
-    if (Math.abs(da) < 1e-12 && Math.abs(dg) < 1e-12) break;
+    converged = Math.abs(da) < 1e-10 && Math.abs(dg) < 1e-10;
   }
   const det = info.aa * info.gg - info.ag * info.ag;
-  const gSe = Math.sqrt(info.aa / det);
+  if (!converged || !(det > 0) || !Number.isFinite(a) || !Number.isFinite(g)) return null;
+  let deviance = 0;
+  let pearson = 0;
+  for (const p of points) {
+    const mu = p.impressions * Math.exp(a + g * (p.exposure - 1));
+    deviance += 2 * ((p.clicks > 0 ? p.clicks * Math.log(p.clicks / mu) : 0) - (p.clicks - mu));
+    pearson += (p.clicks - mu) ** 2 / mu;
+  }
+  const degreesOfFreedom = points.length - 2;
+  const dispersion = Math.max(1, pearson / degreesOfFreedom);
+  const gSe = Math.sqrt((info.aa / det) * dispersion);
   const decay = -g;
   const significant = decay - Z95 * gSe > 0;
   const halfLife = (rate: number) => 1 + Math.LN2 / rate;
-  const deviance = points.reduce((sum, p) => {
-    const mu = p.impressions * Math.exp(a + g * (p.exposure - 1));
-    return sum + 2 * ((p.clicks > 0 ? p.clicks * Math.log(p.clicks / mu) : 0) - (p.clicks - mu));
-  }, 0);
   return {
     ctrAtFirst: Math.exp(a),
     factorPerExposure: { estimate: Math.exp(g), low: Math.exp(g - Z95 * gSe), high: Math.exp(g + Z95 * gSe) },
     halfLifeExposure: significant ? halfLife(decay) : null,
     halfLifeInterval: significant ? { low: halfLife(decay + Z95 * gSe), high: halfLife(decay - Z95 * gSe) } : null,
     deviance,
-    degreesOfFreedom: points.length - 2,
+    degreesOfFreedom,
+    dispersion,
+    levels: points.length,
+    clicks: totalClicks,
   };
 }

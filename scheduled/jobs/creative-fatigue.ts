@@ -13,7 +13,9 @@ import type { JobDefinition } from '../job.ts';
 
 /**
  * Creative fatigue, kept incrementally (supabase/migrations/20261125210000_creative_fatigue.sql):
- * learns each campaign's creatives from the events that arrived, reads their daily impressions
+ * learns each campaign's creatives from the events that arrived, and folds those events into the
+ * per-user exposure counts of the exposure curve (20261126110000_fatigue_exposures.sql: the same
+ * watermark step, so each is counted once), reads their daily impressions
  * and clicks from the rollup's metrics, and steps the detector (scheduled/fatigue/detector.ts)
  * from the first UTC day whose counts changed (or that was never scored) up to the last complete
  * UTC day, from the stored state of the day before. Writes verdicts, the metrics fatigue_score,

@@ -495,7 +495,7 @@ describe(`no 5xx on any input: every public route, fuzzed (${BACKEND})`, { timeo
   });
 
   it('GET /v1/fatigue/:creative_id', async () => {
-    const arbitrary = fc.record({ id: nastyString, raw: fc.boolean(), auth: authMode, headers: fuzzHeaders, tz: fc.constantFrom('UTC', 'Asia/Kathmandu', '\u0000', '') });
+    const arbitrary = fc.record({ id: nastyString, raw: fc.boolean(), auth: authMode, headers: fuzzHeaders, tz: fc.constantFrom('UTC', 'Asia/Kathmandu', 'America/Argentina/Salta', 'Etc/GMT-14', 'Nowhere/Land', '+05:30', '\u0000', '') });
     const examples = [{ id: '%E0%A4%A', raw: true, auth: 'valid' as const, headers: {}, tz: 'UTC' as const }, { id: '..', raw: true, auth: 'valid' as const, headers: {}, tz: 'UTC' as const }];
     await fuzz('GET /v1/fatigue/:creative_id', arbitrary, examples, async ({ id, raw, auth, headers, tz }) => {
       const creative = raw ? id : encodeURIComponent(id.replace(/[\ud800-\udfff]/g, '\ufffd'));

@@ -5,6 +5,7 @@ import { createApp, type App } from '../../functions/app.ts';
 import type { Services } from '../../functions/env.ts';
 import { createServices, sqlStores } from '../../functions/services.ts';
 import * as attributionModels from '../../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../../scheduled/fatigue/detector.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { GroupCommitSink } from '../../functions/sinks/group-commit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -62,6 +63,7 @@ export async function createIngestHarness(options: { sink?: (writer: EventWriter
     sink,
     serverSecret: SERVER_SECRET,
     attributionMath: attributionModels,
+    fatigueMath: fatigueDetector,
     ipHashSecret: IP_HASH_SECRET,
     // app.request() has no socket: tests give the client IP as a proxy would
     clientIp: (c) => c.req.header('x-forwarded-for')?.split(',')[0]?.trim(),

@@ -5,6 +5,7 @@ import { runRollup } from '../../scheduled/jobs/rollup.ts';
 import { createApp } from '../../functions/app.ts';
 import { createServices, supabaseStores } from '../../functions/services.ts';
 import * as attributionModels from '../../scheduled/attribution/models.ts';
+import * as fatigueDetector from '../../scheduled/fatigue/detector.ts';
 import { directSink } from '../../functions/sinks/direct.ts';
 import { BACKEND, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startPostgrestStandIn, type PostgrestStandIn } from '../helpers/postgrest-standin.ts';
@@ -27,6 +28,7 @@ describe(`Supabase path through supabase-js rpc (${BACKEND}, PostgREST stand-in)
       ipHashSecret: 'a-secret-of-sixteen-chars-or-more',
       clientIp: () => '192.0.2.1',
       attributionMath: attributionModels,
+      fatigueMath: fatigueDetector,
     });
     return createApp({ services: () => services });
   };

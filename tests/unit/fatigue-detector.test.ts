@@ -1,9 +1,11 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PreciseError } from '../../core/errors.ts';
 import { mulberry32 } from '../../scheduled/attribution/models.ts';
 import {
   DEFAULT_FATIGUE_SETTINGS,
   MIN_BASELINE_CLICKS,
+  MIN_EXPOSURE_CLICKS,
   MIN_BASELINE_DAYS,
   RECENT_DAYS,
   WATCH_Z,
@@ -24,6 +26,7 @@ import {
   type CreativeVerdict,
   type DailyCounts,
   type DayCounts,
+  type ExposureCount,
   type FatigueSettings,
   type FatigueStatus,
 } from '../../scheduled/fatigue/detector.ts';
@@ -468,7 +471,114 @@ describe('the exposure curve', () => {
     const flat = Array.from({ length: 6 }, (_, i) => ({ exposure: i + 1, impressions: 10000, clicks: 200 }));
     expect(exposureCurve(flat).fit!.halfLifeExposure).toBeNull();
     expect(exposureCurve(counts.slice(0, 2)).fit).toBeNull();
+    expect(exposureCurve(counts.slice(0, 2)).reason).toMatch(/^not enough data/);
     expect(() => exposureCurve([...counts, counts[0]!])).toThrow(RangeError);
+  });
+
+  // reference: the same likelihood maximised by SciPy (BFGS, then Newton on the score), the
+  // Fisher information inverted by NumPy, Pearson χ² / df as the dispersion
+  it('widens the interval by the dispersion when the cells scatter more than Poisson (quasi-Poisson)', () => {
+    const scattered = [20000, 15000, 11000, 8000, 6000, 4000].map((impressions, i) => ({
+      exposure: i + 1,
+      impressions,
+      clicks: [700, 430, 300, 200, 120, 100][i]!,
+    }));
+    const { fit, halfLifeExposure, reason } = exposureCurve(scattered);
+    expect(fit!.ctrAtFirst).toBeCloseTo(0.03368670442525956, 11);
+    expect(fit!.factorPerExposure.estimate).toBeCloseTo(0.9044246114488593, 11);
+    expect(fit!.dispersion).toBeCloseTo(2.1372455047488437, 9);
+    const se = 0.02316175490949852;
+    expect(fit!.factorPerExposure.low).toBeCloseTo(Math.exp(Math.log(0.9044246114488593) - 1.959963984540054 * se), 9);
+    expect(halfLifeExposure).toBeCloseTo(7.899985382738661, 8);
+    expect(fit!.halfLifeInterval!.low).toBeCloseTo(5.752383616627249, 7);
+    expect(fit!.halfLifeInterval!.high).toBeCloseTo(13.588915068415764, 7);
+    expect([fit!.levels, fit!.clicks, reason]).toEqual([6, 1850, null]);
+
+    // a fall that is significant under Poisson noise alone but not once the scatter is counted
+    const bumpy = [10000, 8000, 6000, 4000, 3000].map((impressions, i) => ({ exposure: i + 1, impressions, clicks: [400, 200, 180, 120, 60][i]! }));
+    const curve = exposureCurve(bumpy);
+    expect(curve.fit!.factorPerExposure.estimate).toBeCloseTo(0.8792470200583273, 10);
+    expect(curve.fit!.dispersion).toBeCloseTo(7.084321215844974, 8);
+    expect(curve.fit!.factorPerExposure.high).toBeGreaterThan(1);
+    expect([curve.halfLifeExposure, curve.reason]).toEqual([null, 'CTR does not fall significantly with exposure']);
+  });
+
+  it('shows an open last bucket ("20 or more") without fitting it', () => {
+    const open = [...counts, { exposure: 9, impressions: 9000, clicks: 900 }];
+    const curve = exposureCurve(open, { openLast: true });
+    expect(curve.points.at(-1)).toMatchObject({ exposure: 9, ctr: 0.1, open: true });
+    expect(curve.points.filter((point) => point.open)).toHaveLength(1);
+    expect(curve.fit).toEqual(exposureCurve(counts).fit);
+    expect(exposureCurve(open).fit!.factorPerExposure.estimate).not.toBeCloseTo(curve.fit!.factorPerExposure.estimate, 3);
+  });
+
+  it('says why there is no fit: too few clicks, or a CTR that falls to zero at once', () => {
+    const thin = [1, 2, 3, 4].map((exposure) => ({ exposure, impressions: 100, clicks: exposure === 1 ? MIN_EXPOSURE_CLICKS - 1 : 0 }));
+    expect(exposureCurve(thin).reason).toBe('not enough data: a fit needs impressions at 3 exposures or more and 20 clicks (has 4 and 19)');
+    const cliff = [1, 2, 3, 4].map((exposure) => ({ exposure, impressions: 1000, clicks: exposure === 1 ? 50 : 0 }));
+    expect(exposureCurve(cliff)).toMatchObject({ fit: null, halfLifeExposure: null, reason: expect.stringMatching(/does not converge/) });
+  });
+
+  const cells = fc
+    .array(fc.record({ impressions: fc.integer({ min: 1, max: 50_000 }), clicks: fc.integer({ min: 0, max: 2_000 }) }), { minLength: 3, maxLength: 19 })
+    .map((rows): ExposureCount[] => rows.map((row, i) => ({ exposure: i + 1, ...row })));
+
+  it('solves the score equations: fitted clicks add up to the clicks, overall and weighted by exposure (property)', () => {
+    fc.assert(
+      fc.property(cells, (rows) => {
+        const { fit, points } = exposureCurve(rows);
+        if (!fit) return;
+        let fitted = 0;
+        let weighted = 0;
+        for (const row of rows) {
+          const mu = row.impressions * fit.ctrAtFirst * fit.factorPerExposure.estimate ** (row.exposure - 1);
+          fitted += mu;
+          weighted += (row.exposure - 1) * mu;
+        }
+        expect(Math.abs(fitted - fit.clicks) / fit.clicks).toBeLessThan(1e-7);
+        const clicksWeighted = rows.reduce((sum, row) => sum + (row.exposure - 1) * row.clicks, 0);
+        expect(Math.abs(weighted - clicksWeighted)).toBeLessThan(1e-6 * Math.max(1, clicksWeighted));
+        expect(fit.factorPerExposure.low).toBeLessThanOrEqual(fit.factorPerExposure.estimate);
+        expect(fit.factorPerExposure.high).toBeGreaterThanOrEqual(fit.factorPerExposure.estimate);
+        expect(fit.dispersion).toBeGreaterThanOrEqual(1);
+        if (fit.halfLifeExposure !== null) {
+          expect(fit.halfLifeInterval!.low).toBeLessThanOrEqual(fit.halfLifeExposure);
+          expect(fit.halfLifeInterval!.high).toBeGreaterThanOrEqual(fit.halfLifeExposure);
+        }
+        // the same fit whatever the order the cells come in
+        expect(exposureCurve([...rows].reverse()).fit!.ctrAtFirst).toBeCloseTo(fit.ctrAtFirst, 9);
+        expect(points.map((point) => point.exposure)).toEqual(rows.map((row) => row.exposure));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('recovers an exact exponential decay, and keeps its estimates when every count is multiplied (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2, max: 8 }),
+        fc.integer({ min: 10, max: 200 }),
+        fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 3, maxLength: 6 }),
+        fc.integer({ min: 2, max: 5 }),
+        (r, q, clicks, multiple) => {
+          // clicks / impressions = (1/q) × (1/r)^(k−1) exactly
+          const rows = clicks.map((c, i) => ({ exposure: i + 1, impressions: q * r ** i * c, clicks: c }));
+          const { fit } = exposureCurve(rows);
+          if (clicks.reduce((a, b) => a + b, 0) < MIN_EXPOSURE_CLICKS) {
+            expect(fit).toBeNull();
+            return;
+          }
+          expect(fit!.factorPerExposure.estimate).toBeCloseTo(1 / r, 9);
+          expect(fit!.ctrAtFirst).toBeCloseTo(1 / q, 9);
+          expect(fit!.deviance).toBeCloseTo(0, 6);
+          expect(fit!.dispersion).toBe(1);
+          const scaled = exposureCurve(rows.map((row) => ({ ...row, impressions: row.impressions * multiple, clicks: row.clicks * multiple }))).fit!;
+          expect(scaled.factorPerExposure.estimate).toBeCloseTo(fit!.factorPerExposure.estimate, 9);
+          expect(scaled.factorPerExposure.high - scaled.factorPerExposure.low).toBeLessThan(fit!.factorPerExposure.high - fit!.factorPerExposure.low);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 
