@@ -4,7 +4,12 @@ import type { AddressInfo } from 'node:net';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApiKey, createCampaign, createOrganization, removeAlertWebhook, setAlertWebhook } from '../../core/admin.ts';
+import { supabaseAlertLogReader } from '../../core/alerts/log.ts';
 import { alertSecretHash, parseAlertSettings, parseWebhookUrl } from '../../core/alerts/settings.ts';
+import { KeyCache, supabaseKeyStore } from '../../core/auth.ts';
+import { supabaseServiceClient } from '../../core/db/supabase-client.ts';
+import { createApp } from '../../functions/app.ts';
+import type { Services } from '../../functions/env.ts';
 import { postWebhook } from '../../core/alerts/transport.ts';
 import type { Database } from '../../core/db/port.ts';
 import { PreciseError } from '../../core/errors.ts';
@@ -17,6 +22,7 @@ import { startScheduler } from '../../scheduled/scheduler.ts';
 import { createCliSandbox, type CliSandbox } from '../helpers/cli.ts';
 import { asUser, attempt, BACKEND } from '../helpers/database.ts';
 import { createIngestHarness, SERVER_SECRET, type IngestHarness } from '../helpers/ingest.ts';
+import { startPostgrestStandIn } from '../helpers/postgrest-standin.ts';
 import { createAuthUser } from '../helpers/seed.ts';
 
 const DAY = 86_400_000;
@@ -94,9 +100,12 @@ async function insertSystemEvent(db: Database, orgId: string, campaignId: string
   return eventId;
 }
 
-/** The watermarks take a transaction once none older runs (an autovacuum's ANALYZE can hold one back on Postgres). */
+/**
+ * The watermarks take a transaction once none older runs: on Postgres any session of the server
+ * (an autovacuum's ANALYZE, another database's long transaction) can hold one back for a while.
+ */
 async function settle(db: Database) {
-  for (let i = 0; i < 200; i += 1) {
+  for (let i = 0; i < 1200; i += 1) {
     const { rows } = await db.query<{ settled: boolean }>(
       'select pg_snapshot_xmin(pg_current_snapshot()) > coalesce((select max(ingest_xid) from events), \'0\') as settled',
     );
@@ -467,6 +476,26 @@ describe(`alert webhooks (${BACKEND})`, () => {
     }
     expect((await get('', h.ingestKey)).status).toBe(403);
     for (const secret of [...issued, SERVER_SECRET]) expect(ok.text).not.toContain(secret);
+
+    // the same through supabase-js rpc (a Supabase edge deployment; PostgREST stand-in)
+    const serviceRoleKey = 'service-role-key-for-the-stand-in';
+    const postgrest = await startPostgrestStandIn(db, serviceRoleKey);
+    try {
+      const client = supabaseServiceClient(postgrest.url, serviceRoleKey);
+      const services: Services = { ...h.services, keys: new KeyCache(supabaseKeyStore(client)), alerts: supabaseAlertLogReader(client) };
+      const app = createApp({ services: () => services });
+      for (const query of ['?status=delivered&limit=5', '', '?status=done']) {
+        const viaRpc = await app.request(`/v1/alerts/deliveries${query}`, { headers: { authorization: `Bearer ${read.key}` } });
+        const viaSql = await get(query);
+        expect(viaRpc.status).toBe(viaSql.status);
+        const [rpcBody, sqlBody] = [await viaRpc.json(), JSON.parse(viaSql.text)] as any[];
+        if (viaSql.status === 200) expect(rpcBody).toEqual(sqlBody);
+        else expect(rpcBody.error.details).toEqual(sqlBody.error.details);
+      }
+      expect(postgrest.calls).toContain('alert_delivery_log');
+    } finally {
+      await postgrest.close();
+    }
   });
 
   it('lets members read their own organization\u2019s webhook and deliveries, and write none', async () => {
@@ -572,7 +601,11 @@ describe(`precise alerts and jobs run alert-webhooks (${BACKEND})`, () => {
     expect(again.json.secret).toBeUndefined();
     expect(again.out).not.toContain(secret!);
 
-    const eventId = await cli.inspect((db) => insertSystemEvent(db, org, campaign, 'c1', 'detected', ago(2)));
+    const eventId = await cli.inspect(async (db) => {
+      const id = await insertSystemEvent(db, org, campaign, 'c1', 'detected', ago(2));
+      await settle(db);
+      return id;
+    });
     const job = await cli.run('jobs', 'run', 'alert-webhooks', '--json');
     expect(job.code).toBe(0);
     expect(job.json.result).toMatchObject({ delivered: 1 });
