@@ -334,12 +334,9 @@ async function runAlertsSet(context: Context): Promise<number> {
   context.print(
     webhook,
     webhook.secret
-      ? `${head}
-signing secret (version ${webhook.secret_version}): ${webhook.secret}
-store it now, it is not shown again; ` +
-          'verify each delivery\'s webhook-signature with it (Standard Webhooks)'
-      : `${head}
-signing secret unchanged (version ${webhook.secret_version}; --rotate-secret for a new one)`,
+      ? `${head}\nsigning secret (version ${webhook.secret_version}): ${webhook.secret}\n` +
+          'store it now, it is not shown again; verify the webhook-signature of each delivery with it (Standard Webhooks)'
+      : `${head}\nsigning secret unchanged (version ${webhook.secret_version}; --rotate-secret for a new one)`,
   );
   return 0;
 }

@@ -7,7 +7,8 @@ import { displayPrefix, generateKey, hashKey, KEY_SCOPES, type KeyKind, type Key
 
 /**
  * Operator actions on organizations, keys, campaigns, integrations and alert webhooks (the CLI
- * calls these; an admin API can later). Each runs in a transaction labelled with the actor, so the audit trail says who.
+ * calls these; an admin API can later). Each runs in a transaction labelled with the actor, so
+ * the audit trail says who.
  */
 async function asActor<T>(db: Database, actor: string, fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
   return db.transaction(async (tx) => {
