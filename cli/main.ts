@@ -1,7 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { assertUuid, createApiKey, createCampaign, createIntegration, createOrganization } from '../core/admin.ts';
+import {
+  assertUuid,
+  createApiKey,
+  createCampaign,
+  createIntegration,
+  createOrganization,
+  removeAlertWebhook,
+  setAlertWebhook,
+} from '../core/admin.ts';
+import { alertDeliveryLog, sqlAlertLogReader } from '../core/alerts/log.ts';
 import { webhookSecret } from '../core/webhooks/delivery.ts';
 import { listFailedEvents, replayFailedEvents, type FailedEventFilter } from '../core/ingest/replay.ts';
 import { progressBar } from './progress.ts';
@@ -44,6 +53,13 @@ usage: precise <command> [options] [--json]
   campaign create --org ORG_ID --name NAME [--status draft|active|...] [--properties JSON]
   integration create --org ORG_ID --name NAME [--mapping FILE]
                                          a DSP integration; prints its webhook URL and whsec_ secret
+  alerts set --org ORG_ID --url URL [--events TYPE,...] [--rotate-secret]
+                                         the organization's alert webhook (creative_fatigue_detected,
+                                         creative_fatigue_cleared); prints its whsec_ signing secret
+                                         the first time and on --rotate-secret only
+  alerts remove --org ORG_ID             no more alerts (pending deliveries fail, unsent)
+  alerts log --org ORG_ID [--status pending|delivered|failed] [--limit N]
+                                         the webhook's state and its newest deliveries
   click-url --key PK --url URL [--cmp CAMPAIGN_ID] [--crv CREATIVE_ID] [--base BASE_URL]
                                          a signed click URL (GET /v1/click) for a publishable key
   failed list [--org ORG_ID] [--id ID] [--all] [--limit N]
@@ -54,7 +70,7 @@ usage: precise <command> [options] [--json]
                                          the id they were first given: replaying twice stores once
   seed                                   load the demo data of supabase/seed.sql (idempotent)
   jobs status                            last runs, durations, queued work and failures of every job
-  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup, attribution with --from/--to: recompute that range; creative-fatigue re-steps what changed) (${JOBS.map((job) => job.name).join(', ')})
+  jobs run NAME [--from TIME --to TIME]  run a scheduled job once (rollup, attribution with --from/--to: recompute that range; creative-fatigue re-steps what changed; alert-webhooks sends what is due) (${JOBS.map((job) => job.name).join(', ')})
 
   --json                                 machine-readable output
 Configuration comes from the environment: DATABASE_URL (else the embedded PGlite under
@@ -80,6 +96,8 @@ const OPTIONS = {
   mapping: { type: 'string' },
   from: { type: 'string' },
   to: { type: 'string' },
+  events: { type: 'string' },
+  'rotate-secret': { type: 'boolean' },
 } satisfies ParseArgsConfig['options'];
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -106,6 +124,9 @@ const COMMANDS: Record<string, Command> = {
   seed: runSeed,
   'click-url': runClickUrl,
   'integration create': runIntegrationCreate,
+  'alerts set': runAlertsSet,
+  'alerts remove': runAlertsRemove,
+  'alerts log': runAlertsLog,
   'failed list': runFailedList,
   'failed replay': runFailedReplay,
 };
@@ -297,6 +318,58 @@ async function runIntegrationCreate(context: Context): Promise<number> {
   return 0;
 }
 
+async function runAlertsSet(context: Context): Promise<number> {
+  const { flags, config } = context;
+  const events = flags.events?.split(',').map((event) => event.trim()).filter(Boolean);
+  const serverSecret = await loadServerSecret(config);
+  const webhook = await withCliDatabase(config, (db) =>
+    setAlertWebhook(
+      db,
+      { orgId: required(flags, 'org'), url: required(flags, 'url'), events, rotateSecret: flags['rotate-secret'] },
+      serverSecret,
+      { allowLocalhost: config.ALERT_WEBHOOK_ALLOW_LOCALHOST === 'true' },
+    ),
+  );
+  const head = `alerts of ${webhook.org_id}: POST ${webhook.webhook_url} (${webhook.events.join(', ')})`;
+  context.print(
+    webhook,
+    webhook.secret
+      ? `${head}\nsigning secret (version ${webhook.secret_version}): ${webhook.secret}\n` +
+          'store it now, it is not shown again; verify the webhook-signature of each delivery with it (Standard Webhooks)'
+      : `${head}\nsigning secret unchanged (version ${webhook.secret_version}; --rotate-secret for a new one)`,
+  );
+  return 0;
+}
+
+async function runAlertsRemove(context: Context): Promise<number> {
+  const result = await withCliDatabase(context.config, (db) => removeAlertWebhook(db, required(context.flags, 'org')));
+  context.print(result, result.removed ? `alerts of ${result.org_id} removed` : `${result.org_id} had no alerts`);
+  return 0;
+}
+
+async function runAlertsLog(context: Context): Promise<number> {
+  const { flags } = context;
+  const orgId = required(flags, 'org');
+  assertUuid(orgId, 'org');
+  const log = await withCliDatabase(context.config, (db) =>
+    alertDeliveryLog(sqlAlertLogReader(db), orgId, { status: flags.status, limit: flags.limit }),
+  );
+  const when = (value: string | null) => value ?? '-';
+  const lines = [
+    log.webhook.webhook_url
+      ? `webhook: ${log.webhook.webhook_url}${log.webhook.disabled_url === log.webhook.webhook_url ? ` (disabled: 410 at ${log.webhook.disabled_at})` : ''}`
+      : 'webhook: none',
+    ...log.data.map(
+      (row) =>
+        `${row.created_at}  ${row.event_type}  ${row.event_id}  ${row.status}, ${row.attempts} attempt(s)` +
+        (row.status === 'pending' ? `, next ${when(row.next_attempt_at)}` : '') +
+        (row.last_error ? `: ${row.last_error}` : ''),
+    ),
+  ];
+  context.print(log, lines.join('\n'));
+  return 0;
+}
+
 async function runClickUrl(context: Context): Promise<number> {
   const { flags } = context;
   const key = required(flags, 'key');
@@ -391,7 +464,7 @@ async function runJob(context: Context, positionals: string[]): Promise<number> 
   }
   const started = performance.now();
   const input = {
-    ...jobDefaults(context.config)[job.name],
+    ...jobDefaults(context.config, await loadServerSecret(context.config))[job.name],
     ...(context.flags.from ? { from: context.flags.from } : {}),
     ...(context.flags.to ? { to: context.flags.to } : {}),
   };

@@ -55,13 +55,13 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
     const db = openPostgres({ connectionString: databaseUrl, max: 10, applicationName: 'precise-http' });
     stops.push(() => db.close());
 
+    const serverSecret = await loadServerSecret(config);
     if (config.PRECISE_JOBS === 'on') {
-      const scheduler: Scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config) });
+      const scheduler: Scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config, serverSecret) });
       stops.push(() => scheduler.stop());
       log('jobs: pg-boss scheduler running');
     }
 
-    const serverSecret = await loadServerSecret(config);
     const http = await startHttpServer({ services: nodeServices(db, config, serverSecret, attributionModels, fatigueDetector), port: config.PORT, host: config.HOST, limits: config });
     stops.push(() => http.close());
     await lock?.update({ databaseUrl, httpUrl: http.url });
@@ -74,9 +74,16 @@ export async function startStack(config: NodeConfig, log: (line: string) => void
   }
 }
 
-/** What the configuration says to every run of a job. */
-export function jobDefaults(config: NodeConfig): Record<string, object> {
-  return { 'partition-upkeep': config.PRECISE_RETENTION_DAYS ? { retentionDays: config.PRECISE_RETENTION_DAYS } : {} };
+/**
+ * What the configuration says to every run of a job. The alert webhooks' signing secrets derive
+ * from the server secret: it is handed to that job here, in memory (pg-boss stores only what a
+ * run was sent with, and the scheduler logs a run's result, never its input).
+ */
+export function jobDefaults(config: NodeConfig, serverSecret: string): Record<string, object> {
+  return {
+    'partition-upkeep': config.PRECISE_RETENTION_DAYS ? { retentionDays: config.PRECISE_RETENTION_DAYS } : {},
+    'alert-webhooks': { serverSecret, allowLocalhost: config.ALERT_WEBHOOK_ALLOW_LOCALHOST === 'true' },
+  };
 }
 
 function logMigration(report: MigrationReport, log: (line: string) => void) {
@@ -95,9 +102,12 @@ export async function startWorker(config: NodeConfig, log: (line: string) => voi
   if (!databaseUrl) {
     throw new PreciseError('invalid_argument', 'precise worker needs DATABASE_URL, or a running precise start in this data dir');
   }
+  // the same server secret as the HTTP side's (PRECISE_SECRET, or the data dir's): a worker
+  // elsewhere needs PRECISE_SECRET, else its alerts refuse to sign (alert_webhooks.secret_hash)
+  const serverSecret = await loadServerSecret(config);
   const db = openPostgres({ connectionString: databaseUrl, max: 4, applicationName: 'precise-worker' });
   try {
-    const scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config) });
+    const scheduler = await startScheduler({ connectionString: databaseUrl, db, log, defaults: jobDefaults(config, serverSecret) });
     log('jobs: pg-boss worker running');
     return {
       databaseUrl,

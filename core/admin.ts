@@ -1,3 +1,4 @@
+import { alertSecretHash, alertSigningSecret, parseAlertSettings, type AlertEvent, type AlertTargetOptions } from './alerts/settings.ts';
 import type { Database, TransactionHandle } from './db/port.ts';
 import { PreciseError } from './errors.ts';
 import { isUuid } from './events/canonical.ts';
@@ -5,8 +6,9 @@ import { parseMapping } from './webhooks/delivery.ts';
 import { displayPrefix, generateKey, hashKey, KEY_SCOPES, type KeyKind, type KeyScope } from './keys.ts';
 
 /**
- * Operator actions on organizations, keys and campaigns (the CLI calls these; an admin API
- * can later). Each runs in a transaction labelled with the actor, so the audit trail says who.
+ * Operator actions on organizations, keys, campaigns, integrations and alert webhooks (the CLI
+ * calls these; an admin API can later). Each runs in a transaction labelled with the actor, so
+ * the audit trail says who.
  */
 async function asActor<T>(db: Database, actor: string, fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
   return db.transaction(async (tx) => {
@@ -174,5 +176,68 @@ export async function createIntegration(
       [input.orgId, name, properties],
     );
     return rows[0]!;
+  });
+}
+
+export interface AlertWebhook {
+  org_id: string;
+  webhook_url: string;
+  events: AlertEvent[];
+  secret_version: number;
+  /** The signing secret: only when it was just made (the first time, or a rotation); never stored. */
+  secret?: string;
+}
+
+/**
+ * Sets an organization's alert webhook (organizations.properties.alerts), checked; issues its
+ * signing secret the first time (returned then, and on a rotation only). Setting it again
+ * re-enables a URL that answered 410.
+ */
+export async function setAlertWebhook(
+  db: Database,
+  input: { orgId: string; url: string; events?: string[]; rotateSecret?: boolean },
+  serverSecret: string,
+  options: AlertTargetOptions = {},
+  actor = 'cli',
+): Promise<AlertWebhook> {
+  const settings = parseAlertSettings({ webhook_url: input.url, ...(input.events ? { events: input.events } : {}) }, options);
+  const alerts = { webhook_url: settings.webhookUrl.href, events: settings.events };
+  return asActor(db, actor, async (tx) => {
+    await assertOrganizationExists(tx, input.orgId);
+    await tx.query(`update public.organizations set properties = properties || jsonb_build_object('alerts', $2::jsonb) where id = $1`, [
+      input.orgId,
+      JSON.stringify(alerts),
+    ]);
+    const { rows } = await tx.query<{ secret_version: number; secret_hash: string }>(
+      `select secret_version, secret_hash from public.alert_webhooks where org_id = $1 for update`,
+      [input.orgId],
+    );
+    const current = rows[0]?.secret_version;
+    const version = current === undefined ? 1 : input.rotateSecret ? current + 1 : current;
+    const secret = alertSigningSecret(serverSecret, input.orgId, version);
+    if (version === current && alertSecretHash(secret) !== rows[0]!.secret_hash) {
+      throw new PreciseError('conflict', 'the signing secret was issued under another server secret (PRECISE_SECRET): use that one, or rotate the secret', {
+        field: 'rotate-secret',
+      });
+    }
+    await tx.query(
+      `insert into public.alert_webhooks (org_id, secret_version, secret_hash) values ($1, $2, $3)
+       on conflict (org_id) do update
+         set secret_version = excluded.secret_version, secret_hash = excluded.secret_hash,
+             secret_rotated_at = case when excluded.secret_version <> public.alert_webhooks.secret_version then now()
+                                      else public.alert_webhooks.secret_rotated_at end,
+             disabled_url = null, disabled_at = null`,
+      [input.orgId, version, alertSecretHash(secret)],
+    );
+    return { org_id: input.orgId, ...alerts, secret_version: version, ...(version !== current ? { secret } : {}) };
+  });
+}
+
+/** Turns an organization's alerts off: its settings go; deliveries still pending then fail, unsent. */
+export async function removeAlertWebhook(db: Database, orgId: string, actor = 'cli'): Promise<{ org_id: string; removed: boolean }> {
+  return asActor(db, actor, async (tx) => {
+    await assertOrganizationExists(tx, orgId);
+    const { rowCount } = await tx.query(`update public.organizations set properties = properties - 'alerts' where id = $1 and properties ? 'alerts'`, [orgId]);
+    return { org_id: orgId, removed: rowCount > 0 };
   });
 }

@@ -59,6 +59,8 @@ const NodeEnvSchema = z.object({
   IP_HASH_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Behind a reverse proxy: take the client IP from the first x-forwarded-for entry. */
   TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  /** Development only: alert webhooks may go to http(s)://localhost, 127.0.0.1 or [::1] (never other private addresses). */
+  ALERT_WEBHOOK_ALLOW_LOCALHOST: z.enum(['true', 'false']).default('false'),
   /** Group commit: a write starts at this many events ... */
   INGEST_MAX_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
   /** ... or this many ms after the first waiting event */

@@ -2,11 +2,12 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
  * Secrets derived from one server secret (PRECISE_SECRET): a click-signing secret per API key,
- * a webhook signing secret per integration. Nothing secret is stored in the database; a derived
- * secret can be shown to its owner (the CLI prints it) and recomputed to verify. Rotating the
- * server secret rotates them all. node:crypto runs on Node and in Workers (nodejs_compat).
+ * a webhook signing secret per integration, an alert signing secret per organization. Nothing
+ * secret is stored in the database; a derived secret can be shown to its owner (the CLI prints
+ * it) and recomputed to verify. Rotating the server secret rotates them all. node:crypto runs on
+ * Node and in Workers (nodejs_compat).
  */
-export function deriveSecret(serverSecret: string, purpose: 'click-signing' | 'webhook-signing', id: string): string {
+export function deriveSecret(serverSecret: string, purpose: 'click-signing' | 'webhook-signing' | 'alert-signing', id: string): string {
   return createHmac('sha256', serverSecret).update(`${purpose}:${id}`).digest('base64url');
 }
 

@@ -15,6 +15,7 @@ import { webhookRoutes } from './routes/webhook.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { attributionRoutes } from './routes/attribution.ts';
 import { fatigueRoutes } from './routes/fatigue.ts';
+import { alertsRoutes } from './routes/alerts.ts';
 
 export interface AppOptions {
   /** The services of a request: shared on Node, per request on Workers (I/O cannot cross requests). */
@@ -52,6 +53,7 @@ export function createApp(options: AppOptions) {
   app.route('/v1/metrics', metricsRoutes);
   app.route('/v1/attribution', attributionRoutes);
   app.route('/v1/fatigue', fatigueRoutes);
+  app.route('/v1/alerts', alertsRoutes);
 
   app.notFound((c) =>
     c.json(new PreciseError('not_found', `no route for ${c.req.method} ${c.req.path}`).toBody(c.get('requestId')), 404),

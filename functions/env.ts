@@ -4,6 +4,7 @@ import type { CampaignCache } from '../core/campaigns.ts';
 import type { PostbackRecorder } from '../core/postback.ts';
 import type { Webhooks } from '../core/webhooks/integrations.ts';
 import type { AttributionMath, AttributionReader } from '../core/attribution-query.ts';
+import type { AlertLogReader } from '../core/alerts/log.ts';
 import type { FatigueMath, FatigueReader } from '../core/fatigue-query.ts';
 import type { MetricsReader } from '../core/metrics-query.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
@@ -57,6 +58,8 @@ export interface Services {
   fatigue: FatigueReader;
   /** The exposure curve's fit (scheduled/fatigue/detector.ts), passed in by the composition root. */
   fatigueMath: FatigueMath;
+  /** The alert webhook's delivery log for GET /v1/alerts/deliveries (SQL or supabase-js rpc). */
+  alerts: AlertLogReader;
   /** Server secret (derives click-signing secrets); never logged. */
   serverSecret: string;
   /** Secret for the daily IP hash; never logged. */

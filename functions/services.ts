@@ -5,6 +5,7 @@ import { pingSupabase, type SupabaseClient } from '../core/db/supabase.ts';
 import type { EventSink } from '../core/ingest/batch.ts';
 import { sqlEventWriter, supabaseEventWriter, type EventWriter } from '../core/ingest/writer.ts';
 import { sqlAttributionReader, supabaseAttributionReader, type AttributionMath, type AttributionReader } from '../core/attribution-query.ts';
+import { sqlAlertLogReader, supabaseAlertLogReader, type AlertLogReader } from '../core/alerts/log.ts';
 import { sqlFatigueReader, supabaseFatigueReader, type FatigueMath, type FatigueReader } from '../core/fatigue-query.ts';
 import { sqlMetricsReader, supabaseMetricsReader, type MetricsReader } from '../core/metrics-query.ts';
 import { sqlPostbackRecorder, supabasePostbackRecorder, type PostbackRecorder } from '../core/postback.ts';
@@ -47,6 +48,7 @@ export interface Stores {
   metrics: MetricsReader;
   attribution: AttributionReader;
   fatigue: FatigueReader;
+  alerts: AlertLogReader;
   writer: EventWriter;
   /** Resolves when the database answers. */
   ping(): Promise<void>;
@@ -71,6 +73,7 @@ export function createServices(parts: ServiceParts): Services {
     attributionMath: parts.attributionMath,
     fatigueMath: parts.fatigueMath,
     fatigue: stores.fatigue,
+    alerts: stores.alerts,
     sink: parts.sink,
     serverSecret: parts.serverSecret,
     ipHashSecret: parts.ipHashSecret,
@@ -91,6 +94,7 @@ export function sqlStores(db: Queryable): Stores {
     metrics: sqlMetricsReader(db),
     attribution: sqlAttributionReader(db),
     fatigue: sqlFatigueReader(db),
+    alerts: sqlAlertLogReader(db),
     writer: sqlEventWriter(db),
     ping: async () => void (await db.query('select 1')),
   };
@@ -106,6 +110,7 @@ export function supabaseStores(client: SupabaseClient): Stores {
     metrics: supabaseMetricsReader(client),
     attribution: supabaseAttributionReader(client),
     fatigue: supabaseFatigueReader(client),
+    alerts: supabaseAlertLogReader(client),
     writer: supabaseEventWriter(client),
     ping: () => pingSupabase(client),
   };

@@ -43,7 +43,7 @@ export interface RetentionOptions {
 }
 
 /** The readers of the log, by their rollup_state row: a partition goes once each has read it. */
-export type LogReader = 'metrics_15m' | 'attribution' | 'creative_fatigue';
+export type LogReader = 'metrics_15m' | 'attribution' | 'creative_fatigue' | 'alert_webhooks';
 
 /** A partition retention left for its next run, and why. */
 export interface DeferredPartition {
@@ -65,12 +65,13 @@ export interface RetentionResult {
   rollup: object;
   attribution_step: object;
   fatigue_step: object;
+  alert_step: object;
 }
 
 /**
  * Drops the raw-event partitions of days before `retentionDays` ago, once every reader of the
  * log has read their events (the metrics, attribution's touches and conversions, creative
- * fatigue's creatives: each reader's step first; a partition with events one has not read
+ * fatigue's creatives, the alert webhooks' deliveries: each reader's step first; a partition with events one has not read
  * waits), each in its own short transaction that waits at most `lockTimeoutMs` for its lock on
  * events: ingestion never queues behind retention for longer. A partition it cannot lock stays
  * for the next run, and so do the rest (they need the same lock). Metrics and attribution paths
@@ -91,6 +92,7 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
   const rollup = await step('rollup_metrics');
   const attributionStep = await step('attribution_step');
   const fatigueStep = await step('fatigue_map_step');
+  const alertStep = await step('alert_enqueue_step');
   const { rows: due } = await db.query<{ name: string }>('select private.event_partitions_before($1::date) as name', [cutoff]);
   const { dropped, deferred } = await dropPartitions(db, due.map((row) => row.name), cutoff, options);
   const prune = async (fn: string) => Number((await db.query<{ pruned: string }>(`select private.${fn}($1::date) as pruned`, [cutoff])).rows[0]!.pruned);
@@ -103,6 +105,7 @@ export async function applyRetention(db: Queryable, retentionDays: number, optio
     rollup,
     attribution_step: attributionStep,
     fatigue_step: fatigueStep,
+    alert_step: alertStep,
   };
 }
 

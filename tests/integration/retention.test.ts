@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCampaign, createOrganization } from '../../core/admin.ts';
 import { sqlEventWriter } from '../../core/ingest/writer.ts';
 import { LIMITS } from '../../core/events/limits.ts';
+import { runAlertWebhooks } from '../../scheduled/jobs/alert-webhooks.ts';
 import { runAttribution } from '../../scheduled/jobs/attribution.ts';
 import { runCreativeFatigue } from '../../scheduled/jobs/creative-fatigue.ts';
 import { applyRetention, partitionUpkeepJob } from '../../scheduled/jobs/partition-upkeep.ts';
@@ -116,13 +117,17 @@ describe(`partitions and retention (${BACKEND})`, () => {
     });
     const cutoff = await pastDay(10);
     const partition = partitionOf(day(-25));
-    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['attribution', 'creative_fatigue', 'metrics_15m'] });
+    expect(await drop(partition, cutoff)).toEqual({
+      partition, status: 'postponed', waiting_for: ['alert_webhooks', 'attribution', 'creative_fatigue', 'metrics_15m'],
+    });
     await runRollup(test.db);
-    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['attribution', 'creative_fatigue'] });
+    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['alert_webhooks', 'attribution', 'creative_fatigue'] });
     await runAttribution(test.db);
-    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['creative_fatigue'] });
-    expect(await partitions()).toContain(partition);
+    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['alert_webhooks', 'creative_fatigue'] });
     await runCreativeFatigue(test.db);
+    expect(await drop(partition, cutoff)).toEqual({ partition, status: 'postponed', waiting_for: ['alert_webhooks'] });
+    expect(await partitions()).toContain(partition);
+    await runAlertWebhooks(test.db, { serverSecret: 'retention-test-server-secret-0123456789' });
     expect(await drop(partition, cutoff)).toEqual({ partition, status: 'dropped' });
     expect(await partitions()).not.toContain(partition);
 
@@ -147,6 +152,7 @@ describe(`partitions and retention (${BACKEND})`, () => {
     expect(result.dropped).not.toContain(partitionOf(day(-23)));
     expect(result.attribution_step).toMatchObject({ skipped: false, touches: 1 });
     expect(result.fatigue_step).toMatchObject({ skipped: false });
+    expect(result.alert_step).toMatchObject({ skipped: false });
     const touch = await test.db.query('select 1 from attribution_touches where org_id = $1 and event_id = $2', [orgId, 'ret-late-24']);
     expect(touch.rows).toHaveLength(1);
   });
@@ -186,6 +192,7 @@ describe(`partitions and retention (${BACKEND})`, () => {
     await sqlEventWriter(test.db).write({ events: [canonicalEvent(orgId, 'ret-late-8', { id_source: 'client', occurred_at: day(-8).toISOString(), user_key: 'late-user' })], failures: [] });
     await runRollup(test.db);
     await runCreativeFatigue(test.db);
+    await runAlertWebhooks(test.db, { serverSecret: 'retention-test-server-secret-0123456789' });
     const partition = partitionOf(day(-8));
     const cutoff = await pastDay(5);
     const releaseStep = await holdInTransaction(test.db, 'select private.attribution_step()');

@@ -23,8 +23,9 @@ const SEED_TABLES = [
 // view of both. Beyond the seed: DSP integrations (an entity), ingestion's dedup ledger for
 // sender-chosen event ids, the webhook deliveries seen within the signature tolerance, rollup
 // watermarks and the rollup's state of each conversion, attribution's stores of touches and paths,
-// and creative fatigue's stores (campaign creatives, settings, daily detector states, verdicts,
-// exposure counts per user and the exposure curve's cells).
+// creative fatigue's stores (campaign creatives, settings, daily detector states, verdicts,
+// exposure counts per user and the exposure curve's cells), and the alert webhooks (each
+// organization's secret version and state, the delivery log).
 const ALL_TABLES = [
   ...SEED_TABLES,
   'metric_points',
@@ -41,6 +42,8 @@ const ALL_TABLES = [
   'fatigue_verdicts',
   'fatigue_exposure_users',
   'fatigue_exposure_cells',
+  'alert_webhooks',
+  'alert_deliveries',
 ];
 // Logs and the audit trail itself carry no updated_at; every entity does.
 const ENTITY_TABLES = [...SEED_TABLES, 'integrations'].filter((table) => !['events', 'audit_log'].includes(table));

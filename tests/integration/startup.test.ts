@@ -75,7 +75,7 @@ describe(`npm start (${BACKEND})`, () => {
     expect(upkeep).toMatchObject({ cron: '7 0 * * *', failures: 0, last_output: { daysAhead: 14 } });
     expect(upkeep.last_completed_at).not.toBeNull();
     expect(rollupJob).toMatchObject({ cron: '* * * * *' });
-    expect(status.json.rollups.map((rollup: { name: string }) => rollup.name)).toEqual(['attribution', 'creative_fatigue', 'metrics_15m']);
+    expect(status.json.rollups.map((rollup: { name: string }) => rollup.name)).toEqual(['alert_webhooks', 'attribution', 'creative_fatigue', 'metrics_15m']);
 
     // a separate job worker joins the same database, and stops cleanly too
     const worker = spawn(process.execPath, [PRECISE, 'worker'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
