@@ -492,7 +492,7 @@ async function main() {
   } finally {
     if (args.keep) {
       log(`kept: ${bench.url}`);
-      await db.close();
+      await bench.close();
     } else {
       await bench.drop();
     }
