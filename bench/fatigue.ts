@@ -15,10 +15,10 @@
  * Loaded as the rollup would have written it, by COPY: metric_series and metric_points
  * (impressions and clicks, granularity '15m', dimensions {country, device_type}, per creative,
  * campaign and organization, one point per series and bucket with traffic, in bucket order as
- * the rollup's steps append them). Events at that volume (some 15 M a day) cannot be loaded and
- * rolled up here. The event log holds what the job reads of it: one impression per creative and
- * day (its campaign membership), already counted in the points (the rollup's watermark is moved
- * past them). The last hour of the last day is held back and arrives for (c) as events, folded
+ * the rollup's steps append them). Events at that volume (some 16 M impressions a day) cannot be
+ * loaded and rolled up here. The event log holds what the job reads of it: one impression per
+ * creative and day (its campaign membership), already counted in the points (the rollup's
+ * watermark is moved past them). The last hour of the last day is held back and arrives for (c) as events, folded
  * in by the rollup itself; the run checks that the rollup then adds no series the load did not
  * write (same metric names, entities and dimensions).
  *
@@ -477,7 +477,8 @@ async function main() {
     const written = await writtenSince(db, org.id, stepMarker);
     const from = [...new Set((step.result.restepped as Array<{ from: string }>).map((r) => r.from))].sort();
     log(`(c) hourly step: ${seconds(step.ms)} ${JSON.stringify({ ...step.result, restepped: undefined })}; re-stepped from ${from.join(', ')}`);
-    for (const line of stageLines(stepProfile.spent, step.ms)) log(`    ${line}`);
+    const stepStages = stageLines(stepProfile.spent, step.ms);
+    for (const line of stepStages) log(`    ${line}`);
     for (const w of written) log(`    wrote ${w.rows.toLocaleString('en-US')} ${w.store} (days ${w.first ?? '-'} … ${w.last ?? '-'})`);
     const again = await time(() => runCreativeFatigue(db, { through: lastDay }) as Promise<Record<string, any>>);
     log(`    rerun with nothing new: ${seconds(again.ms)}, ${again.result.days_stepped} days stepped`);
@@ -486,7 +487,7 @@ async function main() {
       && written.every((w) => w.rows === 0 || (w.first === lastDay && w.last === lastDay));
     await report({
       loaded, floor, bare: bare.ms, threshold: threshold.ms, full: full.ms, fullResult: full.result, stages, mapMs, statuses,
-      late: lateLines.length, rollupMs: rollup.ms, newSeries, step: step.ms, stepResult: step.result, written, onlyLastDay, again: again.ms,
+      late: lateLines.length, rollupMs: rollup.ms, newSeries, step: step.ms, stepResult: step.result, stepStages, written, onlyLastDay, again: again.ms,
       againDays: Number(again.result.days_stepped), lastDay,
     });
   } finally {
@@ -562,6 +563,7 @@ interface Figures {
   newSeries: number;
   step: number;
   stepResult: Record<string, any>;
+  stepStages: string[];
   written: Array<{ store: string; rows: number; first: string | null; last: string | null }>;
   onlyLastDay: boolean;
   again: number;
@@ -584,6 +586,7 @@ async function report(f: Figures) {
     '',
     `- (b) full run / (a) (target ≤ 3): ${ratio(f.full, f.bare)} ${verdict(f.full <= 3 * f.bare)}; of it: ${f.stages.join('; ')} (the membership step ${seconds(f.mapMs)}; the alarm level's simulation, once per process, ${seconds(f.threshold)} more, not counted)`,
     `- (c) only the changed day touched (target): ${verdict(f.onlyLastDay)}: ${n(f.stepResult.restepped.length)} campaigns re-stepped from ${f.lastDay}, ${n(f.stepResult.days_stepped)} days stepped; written ${f.written.map((w) => `${n(w.rows)} ${w.store}${w.rows ? ` (${w.first === w.last ? w.first : `${w.first} … ${w.last}`})` : ''}`).join(', ')}`,
+    `- (c) of it: ${f.stepStages.join('; ')}: every day's counts are read again to find the changed one; a rerun with nothing new costs ${seconds(f.again)}`,
     `- verdicts on ${f.lastDay}: ${f.statuses}`,
     '',
   ];
