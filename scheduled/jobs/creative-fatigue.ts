@@ -73,6 +73,9 @@ export async function runCreativeFatigue(db: Queryable, input: CreativeFatigueIn
   const settingsErrors: Array<{ org_id: string; campaign_id: string; field: string; message: string }> = [];
   const before = dayOf(Date.parse(`${through}T00:00:00Z`) + DAY_MS);
   let org: { id: string; counts: Map<string, CountRow[]> | null } | undefined;
+  // one campaign's write at a time, while the next one is read and stepped (TypeScript and the
+  // database work at once); awaited before the next write and at the end
+  let writing: Promise<void> = Promise.resolve();
   for (const campaign of campaigns) {
     // campaigns come ordered by organization: its counts are read at its first campaign
     if (org?.id !== campaign.org_id) org = { id: campaign.org_id, counts: await readOrgCounts(db, campaign.org_id, campaigns, before, orgReadCreatives) };
@@ -89,21 +92,30 @@ export async function runCreativeFatigue(db: Queryable, input: CreativeFatigueIn
       continue;
     }
     const rows = org.counts ? (org.counts.get(campaign.campaign_id) ?? []) : await readCampaignCounts(db, campaign, before);
-    const result = await scoreCampaign(db, campaign, settings, through, byDay(rows));
-    if (!result) {
+    const prepared = await prepareCampaign(db, campaign, settings, through, byDay(rows));
+    if (!prepared) {
       summary.unchanged += 1;
       continue;
     }
-    restepped.push({ campaign_id: campaign.campaign_id, from: result.from });
-    summary.days_stepped += result.days;
-    summary.points += result.points;
-    summary.events += result.events;
+    await writing;
+    writing = writeCampaign(db, prepared).then((result) => {
+      restepped.push({ campaign_id: campaign.campaign_id, from: prepared.from });
+      summary.days_stepped += result.days;
+      summary.points += result.points;
+      summary.events += result.events;
+    });
+    // not unhandled while the next campaign is prepared: its failure fails the run when awaited
+    writing.catch(() => {});
   }
+  await writing;
   return { ...summary, restepped, ...(settingsErrors.length > 0 ? { settings_errors: settingsErrors } : {}) };
 }
 
-/** Re-steps one campaign from its first changed day (`fresh`: its counts now); undefined when nothing changed. */
-async function scoreCampaign(db: Queryable, campaign: CampaignWork, settings: FatigueSettings, through: string, fresh: Map<string, Counts>) {
+/**
+ * Re-steps one campaign from its first changed day (`fresh`: its counts now): what
+ * private.fatigue_apply is to write; undefined when nothing changed.
+ */
+async function prepareCampaign(db: Queryable, campaign: CampaignWork, settings: FatigueSettings, through: string, fresh: Map<string, Counts>) {
   const { org_id: orgId, campaign_id: campaignId } = campaign;
   const { rows: storedRows } = await db.query<{ result: Array<[string, Counts]> }>('select private.fatigue_stored_days($1, $2) as result', [
     orgId,
@@ -151,11 +163,17 @@ async function scoreCampaign(db: Queryable, campaign: CampaignWork, settings: Fa
     state = step.state;
     days.push([day, counts, state]);
   }
-  const { rows } = await db.query<{ result: { days: number; points: number; events: number } }>(
+  return { from, params: [orgId, campaignId, from, through, JSON.stringify(settings), JSON.stringify(days), JSON.stringify(verdicts), JSON.stringify(events)] };
+}
+
+/** Writes a campaign's re-stepped days in one transaction (private.fatigue_apply). */
+async function writeCampaign(db: Queryable, prepared: { params: unknown[] }) {
+  const { rows } = await db.query<{ result: { days: number; points: number | string; events: number | string } }>(
     'select private.fatigue_apply($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8::jsonb) as result',
-    [orgId, campaignId, from, through, JSON.stringify(settings), JSON.stringify(days), JSON.stringify(verdicts), JSON.stringify(events)],
+    prepared.params,
   );
-  return { from, ...rows[0]!.result, points: Number(rows[0]!.result.points), events: Number(rows[0]!.result.events) };
+  const { days, points, events } = rows[0]!.result;
+  return { days, points: Number(points), events: Number(events) };
 }
 
 /**
