@@ -46,7 +46,7 @@ const DAY_MS = 86_400_000;
 /**
  * An organization whose campaigns name at most this many creatives (a creative counted once per
  * campaign) has its counts read in one statement, all held at once (about 60 bytes a creative
- * and day); a larger one is read a campaign at a time, which costs about 1.5 × as much.
+ * and day); a larger one is read a campaign at a time, which costs some 20-35 % more.
  */
 const ORG_READ_CREATIVES = 20_000;
 const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);
