@@ -124,7 +124,7 @@ async function main() {
   } finally {
     if (args.keep) {
       log(`kept: ${bench.url}`);
-      await bench.keep();
+      await bench.close();
     } else {
       await bench.drop();
     }

@@ -4,7 +4,7 @@ import { openPostgres } from '../core/db/postgres.ts';
 
 /**
  * A fresh, migrated database for one benchmark run, on BENCH_DATABASE_URL or DATABASE_URL's
- * server (default the local one), dropped by `drop()`. The URL carries a password because
+ * server (default the local one), dropped by `drop()` (`close()` leaves it). The URL carries a password because
  * Hyperdrive (and Miniflare's) insist on one; trust auth ignores it.
  */
 export async function createBenchDatabase(prefix: string, poolSize: number) {
@@ -21,8 +21,8 @@ export async function createBenchDatabase(prefix: string, poolSize: number) {
   return {
     db,
     url: url.toString(),
-    /** Closes the connections and keeps the database (for profiling by hand). */
-    async keep() {
+    /** Closes the connections and leaves the database (--keep). */
+    async close() {
       await db.close();
       await admin.end();
     },

@@ -392,6 +392,15 @@ describe(`creative fatigue (${BACKEND})`, () => {
     expect(await counts()).toEqual(before);
   });
 
+  it('reads the same counts a campaign at a time as an organization at once', async () => {
+    // an organization too large to read at once is read per campaign: the counts stored from the
+    // organization's read must equal them, or the run would re-step
+    const before = await counts();
+    const rerun = (await runCreativeFatigue(h.test.db, {}, { orgReadCreatives: 0 })) as Record<string, any>;
+    expect(rerun).toMatchObject({ unchanged: 2, days_stepped: 0, restepped: [] });
+    expect(await counts()).toEqual(before);
+  });
+
   it('re-steps from the day late data changed, and only that campaign', async () => {
     const before = await counts();
     const { rows: kept } = await h.test.db.query<{ n: number }>(
