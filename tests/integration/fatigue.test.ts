@@ -397,7 +397,7 @@ describe(`creative fatigue (${BACKEND})`, () => {
     // organization's read must equal them, or the run would re-step
     const before = await counts();
     const rerun = (await runCreativeFatigue(h.test.db, {}, { orgReadCreatives: 0 })) as Record<string, any>;
-    expect(rerun).toMatchObject({ unchanged: 2, days_stepped: 0, restepped: [] });
+    expect(rerun).toMatchObject({ unchanged: 3, days_stepped: 0, restepped: [] });
     expect(await counts()).toEqual(before);
   });
 
