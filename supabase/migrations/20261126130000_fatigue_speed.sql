@@ -5,7 +5,7 @@
 -- organization in one statement: the org's creative points are summed per creative and day once
 -- (the planner reads them as a bare query would, in one pass over the points when the org holds
 -- most of them), then handed to each campaign that named the creative. Read a campaign at a time,
--- the same points cost some 20-35 % more: one index walk per series over points stored in
+-- the same points cost 1.7 to 2 × as much: one index walk per series over points stored in
 -- time order.
 --
 -- Writing. private.fatigue_apply names each creative's three day-series once per campaign and
