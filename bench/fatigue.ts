@@ -23,7 +23,7 @@
  * write (same metric names, entities and dimensions).
  *
  *   (a) the floor: a bare SQL query reading the creatives' impressions and clicks points, summed
- *       per creative and UTC day (no JIT, 128 MB of work_mem);
+ *       per creative and UTC day (no JIT, 128 MB of work_mem, ids grouped under "C");
  *   (b) the job's full run from nothing (runCreativeFatigue: the membership step, then every
  *       campaign scored over every day); target ≤ 3 × a;
  *   (c) the hourly step after the held-back hour lands on the last day: target, only that day
@@ -71,10 +71,11 @@ const SLOTS = slot(CREATIVES + CAMPAIGNS + 1, 0, 0);
 const METRICS = ['impressions', 'clicks'];
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
-// the floor: the same points, summed per creative and UTC day, at its fastest settings
+// the floor: the same points, summed per creative and UTC day, at its fastest settings (ids
+// grouped under the "C" collation, as the job does: about 10 % faster)
 const BARE_DAILY = `
   select count(*) as days, sum(x.impressions) as impressions, sum(x.clicks) as clicks from (
-    select s.entity_id, (p.bucket_start at time zone 'UTC')::date as day,
+    select s.entity_id collate "C", (p.bucket_start at time zone 'UTC')::date as day,
            sum(p.value) filter (where s.metric = 'impressions') as impressions,
            sum(p.value) filter (where s.metric = 'clicks') as clicks
     from metric_series s
